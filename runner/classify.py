@@ -1,0 +1,239 @@
+"""Classification: a pure function from evidence to one verdict with an explanation and a fix.
+
+No I/O here. Unit tests feed recorded evidence; end-to-end tests prove each verdict from real binaries.
+"""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+from dataclasses import dataclass
+
+from . import platforms
+from .artifact import ArtifactFacts
+from .engines import Evidence
+from .plan import Cell, Expect
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    explanation: str | None = None
+    fix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+_GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
+_GO_CPU_MSGS = (
+    "This program can only be run on processors with MMX support",
+    "This CPU has no floating point hardware",
+    "This program can only be run on",
+)
+_GO_SIGILL = re.compile(r"^SIGILL: illegal instruction", re.M)
+_GO_FATAL = re.compile(r"^(panic: |fatal error: |fatal: |SIG[A-Z]+: )", re.M)
+_QEMU_BAD_ELF = "Invalid ELF image for this architecture"
+_QEMU_NO_INTERP = re.compile(r"Could not open '([^']+)': No such file or directory")
+_QEMU_NO_MODEL = re.compile(r"unable to find CPU model '([^']+)'")
+_QEMU_FEATURES = ("Some features requested in the CPU model are not available",
+                  "Selected CPU generation is too new", "Selected CPU does not support",
+                  "NaN mode not supported by CPU")
+_GLIBC_LIB = re.compile(r"error while loading shared libraries: ([^:]+): cannot open shared object file")
+_MUSL_LIB = re.compile(r"Error loading shared library ([^:\s]+): No such file")
+_GLIBC_VER = re.compile(r"version `(GLIBC_[0-9.]+)' not found")
+_MUSL_SYM = re.compile(r"Error relocating [^:]+: ([^:]+): symbol not found")
+_ISA_LEVEL = "CPU ISA level is lower than required"
+
+
+def _signame(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _tail(text: str, n: int = 3) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _first(text: str, needle: str) -> str:
+    for ln in text.splitlines():
+        if needle in ln:
+            return ln.strip()
+    return needle
+
+
+def _level_var_value(a: platforms.Arch, level: str) -> str:
+    return f"{a.level_var}={a.env_value(level)}" if a.level_var else level
+
+
+def _mismatch_fix(cell: Cell, facts: ArtifactFacts) -> str:
+    a = cell.target.facts
+    want = f"GOOS={cell.target.os} GOARCH={cell.target.arch}"
+    if cell.target.variant and a.level_var:
+        want += f" {_level_var_value(a, cell.target.variant)}"
+    return (f"make the build produce a {cell.target.spec} binary ({want}); check build.env, the target's "
+            "env and the build command for a hard-coded GOARCH or a prebuilt file")
+
+
+def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
+    """unsupported-cpu, or emulation-unsupported when the model should run this level but TCG cannot."""
+    a = cell.target.facts
+    facts = ev.artifact
+    built = facts.go_level or cell.target.level
+    model = a.model(cell.cpu)
+    prof = cell.profile.name
+    cpu_desc = f"qemu CPU model {cell.cpu}" + (f" (runs up to {a.goarch} {model.level})"
+                                                if model and model.level else "")
+    if model and model.level and built and a.level_index(built) <= a.level_index(model.level):
+        missing = ", ".join(ev.tcg_missing[:8]) or "an instruction the model advertises"
+        return Verdict(
+            "emulation-unsupported",
+            f"{what} The binary is {a.goarch} {built}, which {cell.cpu} supports on real hardware, but "
+            f"qemu's TCG cannot provide {missing}: the emulator, not the binary, is at fault.",
+            f"test {cell.target.spec} on real hardware of that level (the `host` profile runs it natively "
+            f"when this machine has the features), or drop the {prof} profile for this target "
+            "(or list the cell under xfail with verdict emulation-unsupported)")
+    if model and model.level and model.level in a.levels:
+        fix = (f"build for what {prof} ({cell.cpu}) can run: target {cell.target.os}/{a.goarch}/{model.level} "
+               f"({_level_var_value(a, model.level)})")
+        if built and a.level_index(built) > a.level_index(model.level):
+            fix += f" instead of {built}; keep a separate {built} artifact only for machines you know have it"
+    elif a.levels:
+        lower = a.levels[max(0, a.level_index(built) - 1)]
+        fix = (f"build for an older level that {cell.cpu} implements, e.g. {cell.target.os}/{a.goarch}/{lower} "
+               f"({_level_var_value(a, lower)}), or drop the {prof} profile if you do not ship to that CPU")
+    else:
+        fix = f"this {a.goarch} CPU model cannot run Go binaries; profile {prof} should name a newer model"
+    lvl = f"{a.level_var}={facts.build.setting(a.level_var)}" if (
+        facts.build and a.level_var and facts.build.setting(a.level_var)) else f"level {built or 'default'}"
+    return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {lvl}; {cpu_desc} "
+                   "lacks instructions it uses.", fix)
+
+
+def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdict:
+    """One verdict of contract §2 for one cell, naming the evidence and a concrete fix."""
+    facts = ev.artifact
+    a = cell.target.facts
+    err = ev.stderr
+    out = ev.stdout
+
+    if ev.infra:
+        return Verdict("infra-error", f"the runner failed: {ev.infra}", ev.infra_fix)
+    if not cell.target.runnable:
+        o = platforms.OSES[cell.target.os]
+        return Verdict("not-runnable", o.why_not, "the build and artifact checks still cover this target")
+
+    if not ev.ran and ev.loader_missing is None:
+        return Verdict("exec-format-error",
+                       f"the artifact is {facts.describe()}; a {platforms.host_goarch()} machine cannot execute "
+                       "it (this host's binfmt_misc could run it under qemu and hide the mismatch)",
+                       _mismatch_fix(cell, facts))
+    m_interp = _QEMU_NO_INTERP.search(err) if ev.exit_code == 255 else None
+    if ev.loader_missing is not None or m_interp:
+        interp = ev.loader_missing or (m_interp.group(1) if m_interp else "?")
+        cgo = facts.build.setting("CGO_ENABLED") if facts.build else None
+        pie = facts.build.setting("-buildmode") == "pie" if facts.build else False
+        musl = "musl" in interp
+        img = "alpine" if musl else "distroless-base (glibc)"
+        why = ("cgo is on (CGO_ENABLED=1), so the binary links the C library dynamically" if cgo == "1"
+               else "it was built with -buildmode=pie, which needs a loader even with CGO_ENABLED=0" if pie
+               else "it is dynamically linked")
+        if cgo == "1":
+            fix = (f"build with CGO_ENABLED=0 (a static pure-Go binary needs no loader; os/user and the DNS "
+                   f"resolver then use Go's own code), or ship it in an image that has {interp}: {img}")
+        elif pie:
+            fix = f"drop -buildmode=pie (or link it statically), or ship it in an image that has {interp}: {img}"
+        else:
+            fix = f"link statically, or ship it in an image that has {interp}: {img}"
+        return Verdict("missing-loader",
+                       f"the ELF names the dynamic loader {interp} (PT_INTERP) and image {cell.image} has no such "
+                       f"file; {why}. The kernel and docker report this as 'no such file or directory'.", fix)
+
+    if ev.timed_out:
+        return Verdict("timeout",
+                       f"did not finish within run.timeout={timeout:g}s; xrun killed its whole process tree "
+                       f"(last output: {_tail(out + err) or 'none'})",
+                       "raise run.timeout if it is just slow under emulation (qemu runs Go 20-50x slower than "
+                       "native), otherwise look for a wait on stdin, the network (cells have none) or a child")
+
+    if _QEMU_BAD_ELF in err or (ev.exit_code == 255 and "Exec format error" in err):
+        return Verdict("exec-format-error",
+                       f"qemu-{a.qemu} refused the file: '{_first(err, 'ELF')}'. The artifact is {facts.describe()}, "
+                       f"not a {cell.target.spec} executable.", _mismatch_fix(cell, facts))
+    if m := _QEMU_NO_MODEL.search(err):
+        return Verdict("emulation-unsupported",
+                       f"qemu-{a.qemu} has no CPU model '{m.group(1)}' ('{_first(err, 'unable to find')}')",
+                       f"pick a model that `qemu-{a.qemu}-static -cpu help` lists for profile {cell.profile.name}")
+    if any(s in err for s in _QEMU_FEATURES) and ev.exit_code == 1:
+        line = next(_first(err, s) for s in _QEMU_FEATURES if s in err)
+        return Verdict("emulation-unsupported",
+                       f"qemu-{a.qemu} cannot provide CPU model {cell.cpu} here: '{line[:200]}'",
+                       f"use a model this qemu can provide (the baseline for {a.goarch} is "
+                       f"{a.baseline_model(cell.target.level)}), or run on real hardware")
+
+    libs = _GLIBC_LIB.findall(err) + _MUSL_LIB.findall(err)
+    vers = _GLIBC_VER.findall(err)
+    syms = _MUSL_SYM.findall(err)
+    if libs or vers or syms or _ISA_LEVEL in err:
+        if _ISA_LEVEL in err:
+            return _cpu_verdict(cell, ev, f"glibc's loader refused it: '{_ISA_LEVEL}'.")
+        what = (f"the loader ran but could not find {', '.join(dict.fromkeys(libs))}" if libs else
+                f"the image's C library is too old: it lacks {', '.join(dict.fromkeys(vers))}" if vers else
+                f"musl could not resolve {', '.join(dict.fromkeys(syms))} (a glibc-only symbol)")
+        fix = ("build with CGO_ENABLED=0 for a static binary, or use an image that provides "
+               + (", ".join(dict.fromkeys(libs)) if libs else "a newer glibc" if vers else "glibc")
+               + ("" if not vers else f" (or build against an older glibc, e.g. cc: zig with "
+                  f"{a.goarch}-linux-gnu.2.17)"))
+        return Verdict("missing-library", f"{what} (stderr: '{_tail(err, 2)}')", fix)
+
+    m64 = _GO_AMD64.search(err)
+    if m64 or (any(s in err for s in _GO_CPU_MSGS) and ev.exit_code == 1):
+        msg = m64.group(0) if m64 else next(_first(err, s) for s in _GO_CPU_MSGS if s in err)
+        return _cpu_verdict(cell, ev, f"the Go runtime refused to start: '{msg.strip()}'.")
+    if ev.signal == _signal.SIGILL:
+        qmsg = _first(err, "uncaught target signal") if "uncaught target signal" in err else "no message"
+        return _cpu_verdict(cell, ev, f"killed by SIGILL (illegal instruction) under -cpu {cell.cpu or 'native'} "
+                                      f"(qemu: {qmsg}).")
+    if _GO_SIGILL.search(err):
+        return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
+
+    if ev.signal is not None:
+        return Verdict("crashed", f"killed by {_signame(ev.signal)} (stderr: '{_tail(err) or 'none'}')",
+                       "reproduce with the same binary and -cpu model: `xrun exec` runs one cell; look for "
+                       "memory corruption or unsafe/cgo code")
+    if fm := _GO_FATAL.search(err):
+        first = err[fm.start():].splitlines()
+        head = first[0].strip() if first else "panic"
+        where = next((ln.strip() for ln in first[1:] if ln.startswith("\t") or ".go:" in ln), "")
+        return Verdict("crashed",
+                       f"the Go runtime reported '{head}'" + (f" at {where}" if where else "")
+                       + f" (exit {ev.exit_code})",
+                       "fix the panic in the program: the goroutine trace is in the cell's stderr")
+
+    if ev.exit_code != expect.exit:
+        return Verdict("exit-status",
+                       f"exited with status {ev.exit_code}, expected {expect.exit} (stderr: '{_tail(err) or 'none'}')",
+                       _scratch_hint(err, cell) or "see stderr; if the status is intended, set run.expect.exit")
+    if expect.stdout is not None and not re.search(expect.stdout, out):
+        return Verdict("wrong-output",
+                       f"exit status {ev.exit_code} as expected, but stdout does not match "
+                       f"{expect.stdout!r} (stdout: '{_tail(out) or 'empty'}')",
+                       "fix the output, or the pattern in run.expect.stdout (a Python re.search)")
+    return Verdict("ok")
+
+
+def _scratch_hint(err: str, cell: Cell) -> str | None:
+    """A missing-file failure in a minimal image: name the file and the fix (the verdict stays)."""
+    if "x509: certificate signed by unknown authority" in err or "x509: failed to load system roots" in err:
+        return (f"image {cell.image} has no CA bundle (/etc/ssl/certs/ca-certificates.crt): use "
+                "distroless-static or alpine, or embed roots (import golang.org/x/crypto/x509roots/fallback)")
+    if "unknown time zone" in err:
+        return (f"image {cell.image} has no /usr/share/zoneinfo: build with -tags timetzdata (or import "
+                "time/tzdata), or use distroless-static or alpine")
+    if "user: unknown userid" in err or "requires cgo or $USER" in err:
+        return f"image {cell.image} has no /etc/passwd entry: use distroless-static or alpine, or set $USER/$HOME"
+    return None

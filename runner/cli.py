@@ -1,0 +1,137 @@
+"""`xrun`: the command line. Only main() exits; every error class has its own exit code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__, proc
+from .errors import ConfigError, Interrupted, XarchError
+
+SUBCOMMANDS = ("run", "images", "doctor", "explain", "exec", "gha", "report")
+
+
+def _only(s: str) -> tuple[str, str]:
+    key, sep, glob = s.partition("=")
+    if not sep or key not in ("target", "image", "profile") or not glob:
+        raise argparse.ArgumentTypeError(f"'{s}' is not KEY=GLOB with KEY one of target, image, profile")
+    return key, glob
+
+
+def _shard(s: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in s.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not I/N (e.g. 1/3)") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"'{s}': I must be between 1 and N")
+    return i, n
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `{self.prog} --help`)", file="command line")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="xrun", description="Cross-build Go targets and run each under qemu-user in real "
+                                         "minimal root filesystems with a chosen CPU model.")
+    p.add_argument("--version", action="version", version=f"xrun {__version__}")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+    r = sub.add_parser("run", help="build and run a matrix (the default command)")
+    r.add_argument("matrix", nargs="?", default="matrix.yaml")
+    r.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    r.add_argument("--engine", choices=("local", "docker"), default="local")
+    r.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N")
+    r.add_argument("--only", type=_only, action="append", default=[], metavar="KEY=GLOB",
+                   help="keep cells whose target/image/profile matches (repeatable)")
+    r.add_argument("--shard", type=_shard, metavar="I/N", help="run the I-th of N stable slices of the cells")
+    r.add_argument("--list", action="store_true", help="print the plan (builds and cells) and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] not in SUBCOMMANDS and not args_in[0].startswith("-"):
+        args_in = ["run", *args_in]
+    elif args_in and args_in[0].startswith("-") and args_in[0] not in ("-h", "--help", "--version"):
+        args_in = ["run", *args_in]
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        ns = parser().parse_args(args_in or ["run"])
+        if ns.cmd in (None, "run"):
+            if ns.cmd is None:
+                ns = parser().parse_args(["run"])
+            return cmd_run(ns, console)
+        raise ConfigError(f"'{ns.cmd}' is not implemented yet", file="command line")
+    except XarchError as e:
+        err.print(f"[bold red]xrun:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        proc.stop()
+        err.print("[bold red]xrun:[/] interrupted")
+        return Interrupted.exit_code
+
+
+def cmd_run(ns: argparse.Namespace, console: Console) -> int:
+    from . import matrix as matrix_mod
+    from . import report
+    from .engines.local import LocalEngine
+    from .pipeline import RunResult, execute
+
+    if ns.jobs < 1:
+        raise ConfigError(f"-j must be at least 1, got {ns.jobs}", file="command line", key="-j")
+    plan = matrix_mod.load(ns.matrix)
+    plan = matrix_mod.select(plan, ns.only, ns.shard)
+    if ns.list:
+        for b in plan.builds:
+            console.print(f"build {b.target.spec} -> {b.output_rel}: {' '.join(b.argv)}", highlight=False)
+        for c in plan.cells:
+            console.print(f"cell  {c.id}  cpu={c.cpu or 'native'}" + (f"  xfail={c.xfail}" if c.xfail else ""),
+                          highlight=False)
+        return 0
+    if not plan.cells and not plan.builds:
+        raise ConfigError("no cell is left after --only/--shard", file="command line", key="--only")
+    if ns.engine == "docker":
+        from .errors import InfraError
+        raise InfraError("the docker engine is not available in this version",
+                         "use --engine local (the default)")
+    from . import console as ui
+
+    res = RunResult(plan, ns.engine)
+    # SIGTERM (CI cancel) gets the same clean-up as Ctrl-C
+    old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        with LocalEngine() as engine:
+            engine.preflight(plan.cells)
+            with ui.progress(console, plan) as bar:
+                execute(plan, engine, ns.jobs, bar, res)
+    except KeyboardInterrupt:
+        proc.stop()
+        res.interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if ns.json:
+            report.write_json(res, ns.json, _display(plan.matrix_path))
+    ui.render(console, res)
+    if res.interrupted:
+        raise Interrupted("interrupted; partial results" + (f" written to {ns.json}" if ns.json else ""))
+    return 0 if res.passed else 1
+
+
+def _display(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The rich console: progress while building and running, then the grid and each failure's fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .pipeline import Progress as ProgressFn
+from .pipeline import RunResult
+from .plan import Plan
+
+COLORS = {"ok": "green", "xfail": "cyan", "exit-status": "red", "wrong-output": "red",
+          "exec-format-error": "magenta", "missing-loader": "magenta", "missing-library": "magenta",
+          "unsupported-cpu": "yellow", "emulation-unsupported": "blue", "crashed": "red",
+          "timeout": "red", "not-runnable": "dim", "infra-error": "bold red",
+          "build-failed": "bold red", "artifact-mismatch": "magenta"}
+
+
+@contextmanager
+def progress(console: Console, plan: Plan) -> Iterator[ProgressFn]:
+    """A two-line progress display (builds, cells) fed by the pipeline's callback."""
+    with Progress(TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[last]}", style="dim"), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        tb = bar.add_task("build", total=len(plan.builds), last="")
+        tr = bar.add_task("run", total=len(plan.cells), last="")
+
+        def update(stage: str, item: str) -> None:
+            bar.update(tb if stage == "build" else tr, advance=1, last=item)
+        yield update
+
+
+def _label(verdict: str, xfail: str | None, passed: bool) -> str:
+    if xfail and passed:
+        return f"[cyan]xfail[/] [dim]({escape(verdict)})[/]"
+    color = COLORS.get(verdict, "white")
+    mark = "" if passed else " ✗"
+    return f"[{color}]{escape(verdict)}{mark}[/]"
+
+
+def render(console: Console, res: RunResult) -> None:
+    """Builds, the verdict grid (targets by image:profile), then failures with explanation and fix."""
+    plan = res.plan
+    if res.builds:
+        bt = Table(title="builds", title_justify="left", show_edge=False)
+        bt.add_column("target")
+        bt.add_column("verdict")
+        bt.add_column("artifact")
+        bt.add_column("time", justify="right")
+        for b in res.builds:
+            t = "cached" if b.cached else f"{b.duration_s:.1f}s"
+            bt.add_row(b.job.target.spec, _label(b.verdict, None, b.verdict == "ok"),
+                       escape(b.job.output_rel), t)
+        console.print(bt)
+
+    cols: list[str] = []
+    for c in plan.cells:
+        k = f"{c.image}:{c.profile.name}"
+        if k not in cols:
+            cols.append(k)
+    by: dict[tuple[str, str], str] = {}
+    for r in res.cells:
+        by[(r.cell.target.spec, f"{r.cell.image}:{r.cell.profile.name}")] = (
+            _label(r.verdict.verdict, r.cell.xfail, r.passed)
+            + (f" [dim]{escape(r.evidence.cpu)}[/]" if r.evidence and r.evidence.cpu not in ("-",) else ""))
+    grid = Table(title="cells", title_justify="left", show_edge=False)
+    grid.add_column("target")
+    for k in cols:
+        grid.add_column(escape(k))
+    targets = list(dict.fromkeys(c.target.spec for c in plan.cells))
+    for t in targets:
+        grid.add_row(t, *[by.get((t, k), "[dim]·[/]") for k in cols])
+    console.print(grid)
+
+    problems = [b for b in res.builds if b.verdict != "ok"]
+    for b in problems:
+        console.print(f"\n[bold]{escape(b.job.target.spec)}[/] build: {_label(b.verdict, None, False)}"
+                      + (f" ({b.cause})" if b.cause else ""))
+        if b.explanation:
+            console.print(f"  {escape(b.explanation)}")
+        if b.fix:
+            console.print(f"  [bold]fix:[/] {escape(b.fix)}")
+    for r in res.cells:
+        if r.verdict.ok:
+            continue
+        head = f"\n[bold]{escape(r.cell.id)}[/] {_label(r.verdict.verdict, r.cell.xfail, r.passed)}"
+        if r.cell.xfail and r.passed:
+            head += " [dim](expected by the matrix's xfail)[/]"
+        elif r.cell.xfail:
+            head += f" [dim](xfail expected {r.cell.xfail})[/]"
+        console.print(head)
+        if r.verdict.explanation:
+            console.print(f"  {escape(r.verdict.explanation)}")
+        if r.verdict.fix:
+            console.print(f"  [bold]fix:[/] {escape(r.verdict.fix)}")
+        if r.evidence and r.evidence.notes:
+            for n in r.evidence.notes[:1]:
+                console.print(f"  [dim]note: {escape(n)}[/]")
+
+    s_ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail)
+    s_xf = sum(1 for c in res.cells if c.passed and c.cell.xfail)
+    s_bad = len(res.cells) - s_ok - s_xf
+    b_bad = len(problems)
+    color = "green" if res.passed else "red"
+    extra = " (interrupted)" if res.interrupted else ""
+    console.print(f"\n[{color}]{len(res.cells)} cells: {s_ok} ok, {s_xf} xfail, {s_bad} failed; "
+                  f"{len(res.builds)} builds, {b_bad} not ok{extra}[/]")

@@ -1,0 +1,46 @@
+"""Engines run one cell and return its evidence. They hold no verdict logic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..artifact import ArtifactFacts
+from ..plan import Cell, RunSpec
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything observed for a cell; classify() turns it into a verdict."""
+
+    cell_id: str
+    cpu: str                                # qemu model, or "native"
+    artifact: ArtifactFacts
+    ran: bool                               # False when a static check decided (loader, format)
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    timed_out: bool = False
+    loader_missing: str | None = None
+    emulator: str | None = None             # qemu binary used, None when native
+    tcg_missing: tuple[str, ...] = ()       # CPU features the model asks for that TCG lacks
+    notes: tuple[str, ...] = ()             # e.g. env set to work around an emulator bug
+    infra: str | None = None                # the runner itself failed: what, and the fix
+    infra_fix: str | None = None
+    path: str = ""                          # how the cell was started (recorded for the report)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A context manager that runs cells; always cleans up on exit."""
+
+    name: str
+
+    def __enter__(self) -> Engine: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def preflight(self, cells: tuple[Cell, ...]) -> None: ...
+    def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence: ...

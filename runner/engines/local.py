@@ -1,0 +1,212 @@
+"""The local engine: each cell in a private root, rootless, no daemon, qemu started explicitly.
+
+Why bubblewrap rather than `unshare` + `chroot`: bwrap sets up the whole sandbox (user, pid, net,
+ipc and uts namespaces, a fresh tmpfs root, /proc, a minimal /dev, read-only binds) in one exec
+without root; it stays PID 1 of the pid namespace, so qemu never is (qemu as PID 1 ignores its own
+fatal signal and hangs after a target SIGILL); --die-with-parent tears the namespace down, and so
+every process the binary forked, when we kill it on timeout; and it costs ~3 ms per cell. A hand-made
+unshare+chroot needs the same mounts done by a helper inside the namespaces and glibc's execvp turns
+ENOEXEC into ENOENT there; we never exec the target through a shell or PATH search either way.
+
+Why an explicit `qemu-<arch>-static -cpu MODEL` rather than binfmt: binfmt cannot pass -cpu, and
+cannot emulate a weaker CPU of the host's own arch, so the CPU model would not hold.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .. import platforms, proc
+from ..artifact import inspect, loader_present
+from ..errors import InfraError
+from ..plan import Cell, RunSpec
+from . import Evidence
+
+QEMU_IN_ROOT = "/.xarch/qemu"
+APP_IN_ROOT = "/app"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOSTNAME = "xarch"
+INJECTED_ETC = ("hosts", "resolv.conf", "hostname")
+
+QEMU_FIX = ("install the qemu-user emulators: `sudo apt-get install qemu-user-static` (Debian/Ubuntu); "
+            "xrun runs qemu-<arch>-static itself and does not need binfmt_misc")
+BWRAP_FIX = "install bubblewrap: `sudo apt-get install bubblewrap`"
+
+
+def qemu_binary(goarch: str) -> str:
+    """Absolute path of qemu-<arch>-static for a GOARCH (InfraError when missing)."""
+    q = platforms.arch(goarch).qemu
+    if q is None:
+        raise InfraError(f"no qemu-user emulator exists for {goarch}", "pick a Linux target")
+    return proc.which(f"qemu-{q}-static", QEMU_FIX)
+
+
+_probe_lock = threading.Lock()
+_probe_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def tcg_missing_features(goarch: str, model: str) -> tuple[str, ...]:
+    """CPU features an x86 model asks for that qemu's TCG cannot provide (empty elsewhere).
+
+    qemu prints "TCG doesn't support requested feature: CPUID.07H:EBX.avx512f [bit 16]" when the
+    model is instantiated without check=off. qemu-x86_64-static is itself a static x86-64 ELF, so
+    it serves as the guest for the probe; the TCG feature set is shared by qemu-i386.
+    """
+    if not platforms.arch(goarch).cpu_check_off or not model:
+        return ()
+    key = (goarch, model)
+    with _probe_lock:
+        if key in _probe_cache:
+            return _probe_cache[key]
+    q = proc.which("qemu-x86_64-static", QEMU_FIX)
+    r = proc.run([q, "-cpu", model.split(",check=")[0], q, "--version"], timeout=30)
+    feats = []
+    for line in r.stderr.splitlines():
+        if "doesn't support requested feature" in line:
+            feats.append(line.split("feature:", 1)[-1].strip())
+    result = tuple(dict.fromkeys(feats))
+    with _probe_lock:
+        _probe_cache[key] = result
+    return result
+
+
+class LocalEngine:
+    """Runs cells with bubblewrap + qemu-user; nothing outlives the engine."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> LocalEngine:
+        proc.disable_core_dumps()
+        self._tmp = Path(tempfile.mkdtemp(prefix="xarch-local-"))
+        etc = self._tmp / "etc"
+        etc.mkdir()
+        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                   f"127.0.1.1\t{HOSTNAME}\n")
+        (etc / "resolv.conf").write_text("# xarch cells have no network\n")
+        (etc / "hostname").write_text(HOSTNAME + "\n")
+        (self._tmp / "empty").mkdir()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc.kill_all()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    @property
+    def empty_root(self) -> Path:
+        assert self._tmp is not None, "use LocalEngine as a context manager"
+        return self._tmp / "empty"
+
+    def preflight(self, cells: tuple[Cell, ...]) -> None:
+        """Fail fast (exit 3) when bwrap, user namespaces or a needed qemu is missing."""
+        bwrap = proc.which("bwrap", BWRAP_FIX)
+        r = proc.run([bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
+                      "--proc", "/proc", "--die-with-parent", "true"], timeout=30)
+        if r.returncode != 0:
+            raise InfraError(f"bubblewrap cannot create a sandbox here: {r.stderr.strip()[-300:]}",
+                             "allow unprivileged user namespaces (`sudo sysctl -w kernel.unprivileged_userns_clone=1`"
+                             " and, on Ubuntu 24.04+, `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`),"
+                             " or run xrun as root")
+        for arch in sorted({c.target.arch for c in cells if c.target.runnable and c.cpu}):
+            qemu_binary(arch)
+
+    def _root_args(self, rootfs: Path) -> list[str]:
+        """bwrap args laying out the image: read-only binds of its entries on a tmpfs root."""
+        args: list[str] = []
+        try:
+            entries = sorted(os.scandir(rootfs), key=lambda e: e.name)
+        except FileNotFoundError:
+            entries = []
+        for e in entries:
+            src, dst = e.path, "/" + e.name
+            if e.is_symlink():
+                args += ["--symlink", os.readlink(src), dst]
+            elif e.name == "etc" and e.is_dir():
+                args += ["--tmpfs", "/etc"]
+                for sub in sorted(os.scandir(src), key=lambda s: s.name):
+                    if sub.name in INJECTED_ETC:
+                        continue
+                    if sub.is_symlink():
+                        args += ["--symlink", os.readlink(sub.path), f"/etc/{sub.name}"]
+                    else:
+                        args += ["--ro-bind", sub.path, f"/etc/{sub.name}"]
+            elif e.name == "tmp" and e.is_dir():
+                args += ["--perms", "1777", "--tmpfs", "/tmp"]
+            elif e.name in ("proc", "dev", "sys"):
+                continue
+            else:
+                args += ["--ro-bind", src, dst]
+        assert self._tmp is not None
+        for name in INJECTED_ETC:
+            args += ["--ro-bind", str(self._tmp / "etc" / name), f"/etc/{name}"]
+        return args
+
+    def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
+        facts = inspect(artifact)
+        native = cell.cpu == ""
+        cpu_label = "native" if native else cell.cpu
+        base = {"cell_id": cell.id, "cpu": cpu_label, "artifact": facts}
+        if facts.format == "missing":
+            return Evidence(**base, ran=False, infra="the artifact is missing",
+                            infra_fix="see the build log")
+        host = platforms.host_goarch()
+        if native and (facts.format != "elf" or facts.goarch != host):
+            # binfmt on this host would hide it; a real machine of the host's arch refuses the file.
+            return Evidence(**base, ran=False, path="static check (native profile)")
+        if facts.interp and not loader_present(rootfs, facts.interp):
+            return Evidence(**base, ran=False, loader_missing=facts.interp,
+                            path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
+        try:
+            bwrap = proc.which("bwrap", BWRAP_FIX)
+            qemu = None if native else qemu_binary(cell.target.arch)
+        except InfraError as e:
+            return Evidence(**base, ran=False, infra=e.what, infra_fix=e.fix)
+        tcg = () if native else tcg_missing_features(cell.target.arch, cell.cpu)
+
+        env = dict(run.env)
+        env.update(cell.env)
+        notes: list[str] = []
+        if not native:
+            for k, val in cell.target.facts.run_env.items():
+                env[k] = f"{env[k]},{val}" if env.get(k) else val
+                notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
+        env.setdefault("PATH", DEFAULT_PATH)
+        env.setdefault("HOME", "/")
+
+        argv = [bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-net",
+                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", HOSTNAME,
+                "--die-with-parent", "--new-session"]
+        argv += self._root_args(rootfs)
+        argv += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
+        if qemu is not None:
+            argv += ["--ro-bind", qemu, QEMU_IN_ROOT]
+        argv += ["--chdir", "/", "--clearenv"]
+        for k, val in env.items():
+            argv += ["--setenv", k, val]
+        argv += ["--"]
+        if qemu is not None:
+            argv += [QEMU_IN_ROOT, "-cpu", cell.target.facts.cpu_arg(cell.cpu), APP_IN_ROOT]
+        else:
+            argv += [APP_IN_ROOT]
+        argv += list(cell.args)
+        r = proc.run(argv, stdin=run.stdin, timeout=run.timeout)
+        code, sig = r.returncode, r.signal
+        if code is not None and code > 128 and code - 128 in _SIGNALS:
+            # bwrap reports a child killed by signal N as exit 128+N
+            code, sig = None, code - 128
+        how = (f"bwrap + {os.path.basename(qemu)} -cpu {cell.target.facts.cpu_arg(cell.cpu)}"
+               if qemu else "bwrap, native")
+        return Evidence(**base, ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
+                        duration_s=r.duration_s, timed_out=r.timed_out, emulator=qemu, tcg_missing=tcg,
+                        notes=tuple(notes), path=how)
+
+
+_SIGNALS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 31}

@@ -1,0 +1,44 @@
+"""One error hierarchy; each class maps to a distinct exit code (contract §5). Only main() exits."""
+
+from __future__ import annotations
+
+
+class XarchError(Exception):
+    """Base class: an error xrun reports as one message, without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(XarchError):
+    """The matrix or the command line is invalid (exit 2). Names file:line and the key."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.detail = message
+        where = ""
+        if file is not None:
+            where = f"{file}:{line}: " if line is not None else f"{file}: "
+        keypart = f"{key}: " if key else ""
+        super().__init__(f"{where}{keypart}{message}")
+
+
+class InfraError(XarchError):
+    """Something xrun needs is missing or down (exit 3). Says what to install or start."""
+
+    exit_code = 3
+
+    def __init__(self, what: str, fix: str) -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(f"{what}\n  fix: {fix}")
+
+
+class Interrupted(XarchError):
+    """Ctrl-C: everything was cleaned up (exit 130)."""
+
+    exit_code = 130

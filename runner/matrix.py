@@ -1,0 +1,511 @@
+"""Load matrix.yaml, validate every key (errors name file:line and the key), expand into a Plan."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from . import platforms
+from .errors import ConfigError
+from .plan import BuildJob, Cell, Expect, Plan, Profile, RunSpec, Target
+
+DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
+DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
+CELL_VERDICTS = ("ok", "exit-status", "wrong-output", "exec-format-error", "missing-loader",
+                 "missing-library", "unsupported-cpu", "emulation-unsupported", "crashed", "timeout",
+                 "not-runnable", "infra-error")
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+
+_TOP_KEYS = ("name", "project", "package", "build", "targets", "images", "profiles", "run",
+             "exclude", "xfail")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def known_images() -> list[str]:
+    """Image names defined under images/ (scratch always exists)."""
+    names = {p.stem for p in IMAGES_DIR.glob("*.yaml")} if IMAGES_DIR.is_dir() else set()
+    return sorted(names | {"scratch"})
+
+
+class _Doc:
+    """Error helper: turns a ruamel node position into file:line for a key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def err(self, msg: str, key: str, line: int | None) -> ConfigError:
+        return ConfigError(msg, file=self.file, line=line, key=key)
+
+
+def _line(node: Any, key: Any = None) -> int | None:
+    """1-based line of a key in a mapping, an item of a sequence, or the node itself."""
+    try:
+        if key is not None and isinstance(node, CommentedMap):
+            return int(node.lc.key(key)[0]) + 1
+        if key is not None and isinstance(node, CommentedSeq):
+            return int(node.lc.item(key)[0]) + 1
+        if hasattr(node, "lc"):
+            return int(node.lc.line) + 1
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return None
+
+
+class _Validator:
+    def __init__(self, file: str) -> None:
+        self.d = _Doc(file)
+
+    def mapping(self, node: Any, key: str, line: int | None, allowed: Collection[str]) -> CommentedMap:
+        if not isinstance(node, CommentedMap):
+            raise self.d.err(f"must be a mapping, got {_kind(node)}", key, line)
+        for k in node:
+            if k not in allowed:
+                hint = _suggest(str(k), allowed)
+                raise self.d.err(f"unknown key{hint}; allowed: {', '.join(allowed)}",
+                                 f"{key}.{k}" if key else str(k), _line(node, k))
+        return node
+
+    def seq(self, node: Any, key: str, line: int | None) -> CommentedSeq:
+        if not isinstance(node, CommentedSeq):
+            raise self.d.err(f"must be a list, got {_kind(node)}", key, line)
+        return node
+
+    def string(self, node: Any, key: str, line: int | None, *, allow_empty: bool = False) -> str:
+        if not isinstance(node, str):
+            raise self.d.err(f"must be a string, got {_kind(node)}", key, line)
+        if not allow_empty and not node.strip():
+            raise self.d.err("must not be empty", key, line)
+        return node
+
+    def env(self, node: Any, key: str, line: int | None) -> dict[str, str]:
+        if node is None:
+            return {}
+        if not isinstance(node, CommentedMap):
+            raise self.d.err(f"must be a mapping of NAME: value, got {_kind(node)}", key, line)
+        out: dict[str, str] = {}
+        for k, v in node.items():
+            kl = _line(node, k)
+            if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+                raise self.d.err("is not a valid environment variable name", f"{key}.{k}", kl)
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                raise self.d.err(f"must be a string (quote it), got {_kind(v)}", f"{key}.{k}", kl)
+            out[k] = str(v)
+        return out
+
+    def command(self, node: Any, key: str, line: int | None) -> tuple[str, ...] | str:
+        if isinstance(node, str):
+            if not node.strip():
+                raise self.d.err("must not be empty", key, line)
+            return node
+        seq = self.seq(node, key, line)
+        if not seq:
+            raise self.d.err("must not be empty", key, line)
+        return tuple(self.string(x, f"{key}[{i}]", _line(seq, i), allow_empty=True)
+                     for i, x in enumerate(seq))
+
+    def boolean(self, node: Any, key: str, line: int | None) -> bool:
+        if not isinstance(node, bool):
+            raise self.d.err(f"must be true or false, got {_kind(node)}", key, line)
+        return node
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing (null)"
+    if isinstance(v, bool):
+        return f"a boolean ({str(v).lower()})"
+    if isinstance(v, CommentedMap | dict):
+        return "a mapping"
+    if isinstance(v, CommentedSeq | list):
+        return "a list"
+    if isinstance(v, int | float):
+        return f"a number ({v})"
+    return f"{type(v).__name__} {v!r}"
+
+
+def _suggest(word: str, choices: Collection[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_target(spec: str, v: _Validator, key: str, line: int | None) -> tuple[str, str, str | None]:
+    """os/arch[/variant] -> parts, with errors that list what is valid."""
+    parts = spec.strip().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise v.d.err(f"'{spec}' is not os/arch[/variant] (e.g. linux/arm/v6)", key, line)
+    os_, arch_ = parts[0], parts[1]
+    variant = parts[2] if len(parts) == 3 else None
+    if os_ not in platforms.OSES:
+        raise v.d.err(f"unknown os '{os_}'{_suggest(os_, platforms.OSES)}; known: "
+                      f"{', '.join(platforms.OSES)}", key, line)
+    if arch_ not in platforms.ARCHES:
+        raise v.d.err(f"unknown arch '{arch_}'{_suggest(arch_, platforms.ARCHES)}; known: "
+                      f"{', '.join(platforms.ARCHES)}", key, line)
+    facts = platforms.arch(arch_)
+    if (arch_ == "wasm") != (os_ in ("js", "wasip1")):
+        raise v.d.err(f"'{os_}/{arch_}' is not a Go platform (wasm pairs with js or wasip1)", key, line)
+    if variant is not None and variant not in facts.levels:
+        known = ", ".join(facts.levels) or "none (this arch has no variants)"
+        raise v.d.err(f"unknown variant '{variant}' for {arch_}{_suggest(variant, facts.levels)}; "
+                      f"known: {known}", key, line)
+    return os_, arch_, variant
+
+
+def _render_env() -> SandboxedEnvironment:
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
+                                keep_trailing_newline=True)
+
+
+def render(tpl: str, ctx: Mapping[str, Any], err: Callable[[str], ConfigError]) -> str:
+    """Render one template in the sandbox; any failure becomes a ConfigError at its key."""
+    try:
+        return _render_env().from_string(tpl).render(**ctx)
+    except jinja2.UndefinedError as e:
+        raise err(f"template {tpl!r}: {e.message}; available: name, os, arch, variant, "
+                  "variant_suffix, ext, target, output, package") from None
+    except jinja2.TemplateError as e:
+        raise err(f"template {tpl!r}: {e}") from None
+
+
+def target_vars(name: str, t: Target, package: str) -> dict[str, str]:
+    return {"name": name, "os": t.os, "arch": t.arch, "variant": t.variant or "",
+            "variant_suffix": f"-{t.variant}" if t.variant else "",
+            "ext": platforms.OSES[t.os].ext, "target": t.spec, "package": package}
+
+
+def build_env(t: Target, base: Mapping[str, str]) -> dict[str, str]:
+    """The env xrun sets for a build: defaults < build.env < the target's platform < target env."""
+    env = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    env.update(base)
+    env["GOOS"] = t.os
+    env["GOARCH"] = t.arch
+    facts = t.facts
+    for a in platforms.ARCHES.values():     # never inherit another arch's level from the caller
+        if a.level_var:
+            env[a.level_var] = ""
+    if facts.level_var and t.variant:
+        env[facts.level_var] = facts.env_value(t.variant)
+    env.update(t.env)
+    return env
+
+
+def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
+    """Read, validate and expand a matrix file into a Plan. Raises ConfigError (exit 2)."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", file=file) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=file) from None
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"invalid YAML: {e.problem or e.context}", file=file, line=line) from None
+    except Exception as e:  # ruamel raises a few unmarked errors (duplicate keys carry marks above)
+        raise ConfigError(f"invalid YAML: {e}", file=file) from None
+    v = _Validator(file)
+    if doc is None:
+        raise v.d.err("the file is empty; it needs at least name and targets", "", None)
+    top = v.mapping(doc, "", 1, _TOP_KEYS)
+
+    if "name" not in top:
+        raise v.d.err("is required (used in artifact names)", "name", 1)
+    name = v.string(top["name"], "name", _line(top, "name"))
+    if not _NAME_RE.match(name):
+        raise v.d.err(f"'{name}' must be letters, digits, '.', '_' or '-'", "name", _line(top, "name"))
+
+    base_dir = p.resolve().parent
+    project = base_dir
+    if "project" in top:
+        proj_s = v.string(top["project"], "project", _line(top, "project"))
+        project = (base_dir / proj_s).resolve()
+        if not project.is_dir():
+            raise v.d.err(f"'{proj_s}' is not a directory (resolved to {project})", "project",
+                          _line(top, "project"))
+    package = "."
+    if "package" in top:
+        package = v.string(top["package"], "package", _line(top, "package"))
+
+    # build
+    bnode = top.get("build") or CommentedMap()
+    bline = _line(top, "build")
+    if "build" in top and top["build"] is not None:
+        v.mapping(bnode, "build", bline, ("command", "env", "output", "reproducible", "before", "shell"))
+    command: tuple[str, ...] | str = DEFAULT_COMMAND
+    if "command" in bnode:
+        command = v.command(bnode["command"], "build.command", _line(bnode, "command"))
+    benv = v.env(bnode.get("env"), "build.env", _line(bnode, "env"))
+    output_tpl = DEFAULT_OUTPUT
+    if "output" in bnode:
+        output_tpl = v.string(bnode["output"], "build.output", _line(bnode, "output"))
+    reproducible = v.boolean(bnode["reproducible"], "build.reproducible",
+                             _line(bnode, "reproducible")) if "reproducible" in bnode else False
+    shell = v.boolean(bnode["shell"], "build.shell", _line(bnode, "shell")) if "shell" in bnode else False
+    before: list[tuple[str, ...] | str] = []
+    if "before" in bnode and bnode["before"] is not None:
+        bseq = v.seq(bnode["before"], "build.before", _line(bnode, "before"))
+        before = [v.command(c, f"build.before[{i}]", _line(bseq, i)) for i, c in enumerate(bseq)]
+
+    # targets
+    if "targets" not in top:
+        raise v.d.err("is required: a list such as [linux/amd64, linux/arm/v6]", "targets", 1)
+    tseq = v.seq(top["targets"], "targets", _line(top, "targets"))
+    if not tseq:
+        raise v.d.err("must name at least one target", "targets", _line(top, "targets"))
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(tseq):
+        key, line = f"targets[{i}]", _line(tseq, i)
+        env: dict[str, str] = {}
+        cc = None
+        if isinstance(item, CommentedMap):
+            v.mapping(item, key, line, ("target", "env", "cc"))
+            if "target" not in item:
+                raise v.d.err("needs 'target: os/arch[/variant]'", key, line)
+            spec = v.string(item["target"], f"{key}.target", _line(item, "target"))
+            env = v.env(item.get("env"), f"{key}.env", _line(item, "env"))
+            if "cc" in item:
+                cc = v.string(item["cc"], f"{key}.cc", _line(item, "cc"))
+                if cc != "zig":
+                    raise v.d.err(f"unknown C cross compiler '{cc}'; supported: zig", f"{key}.cc",
+                                  _line(item, "cc"))
+        else:
+            spec = v.string(item, key, line)
+        os_, arch_, variant = parse_target(spec, v, key, line)
+        if spec in seen:
+            raise v.d.err(f"'{spec}' is listed twice (also targets[{seen[spec]}])", key, line)
+        seen[spec] = i
+        targets.append(Target(spec, os_, arch_, variant, env, cc, line))
+
+    # images
+    known = list(images) if images is not None else known_images()
+    img_names = ["scratch"]
+    if "images" in top:
+        iseq = v.seq(top["images"], "images", _line(top, "images"))
+        img_names = []
+        for i, x in enumerate(iseq):
+            s = v.string(x, f"images[{i}]", _line(iseq, i))
+            if s not in known:
+                raise v.d.err(f"unknown image '{s}'{_suggest(s, known)}; known: {', '.join(known)}",
+                              f"images[{i}]", _line(iseq, i))
+            if s in img_names:
+                raise v.d.err(f"'{s}' is listed twice", f"images[{i}]", _line(iseq, i))
+            img_names.append(s)
+        if not img_names:
+            raise v.d.err("must name at least one image", "images", _line(top, "images"))
+
+    # profiles
+    profiles: list[Profile] = [Profile("baseline", builtin=True)]
+    if "profiles" in top:
+        pseq = v.seq(top["profiles"], "profiles", _line(top, "profiles"))
+        profiles = []
+        for i, x in enumerate(pseq):
+            key, line = f"profiles[{i}]", _line(pseq, i)
+            if isinstance(x, CommentedMap):
+                v.mapping(x, key, line, ("name", "cpu"))
+                if "name" not in x:
+                    raise v.d.err("needs a name", key, line)
+                pname = v.string(x["name"], f"{key}.name", _line(x, "name"))
+                if pname in platforms.BUILTIN_PROFILES:
+                    raise v.d.err(f"'{pname}' is a builtin profile; pick another name", f"{key}.name",
+                                  _line(x, "name"))
+                if "cpu" not in x:
+                    raise v.d.err("needs cpu: {arch: qemu model}, e.g. {amd64: Westmere}", key, line)
+                cnode = v.mapping(x["cpu"], f"{key}.cpu", _line(x, "cpu"), list(platforms.ARCHES))
+                cpu = {str(a): v.string(m, f"{key}.cpu.{a}", _line(cnode, a)) for a, m in cnode.items()}
+                prof = Profile(pname, cpu)
+            else:
+                pname = v.string(x, key, line)
+                if pname not in platforms.BUILTIN_PROFILES:
+                    raise v.d.err(f"unknown profile '{pname}'{_suggest(pname, platforms.BUILTIN_PROFILES)};"
+                                  f" builtin: {', '.join(platforms.BUILTIN_PROFILES)}, or a mapping "
+                                  "{name: ..., cpu: {arch: model}}", key, line)
+                hw = platforms.HARDWARE_PROFILES.get(pname)
+                prof = Profile(pname, dict(hw.cpu) if hw else {}, builtin=True)
+            if any(p.name == prof.name for p in profiles):
+                raise v.d.err(f"'{prof.name}' is listed twice", key, line)
+            profiles.append(prof)
+
+    # run
+    run = RunSpec()
+    if "run" in top and top["run"] is not None:
+        rnode = v.mapping(top["run"], "run", _line(top, "run"), ("args", "env", "stdin", "timeout", "expect"))
+        args: tuple[str, ...] = ()
+        if "args" in rnode:
+            a = v.command(rnode["args"], "run.args", _line(rnode, "args")) if rnode["args"] else ()
+            args = tuple(shlex.split(a)) if isinstance(a, str) else a
+        renv = v.env(rnode.get("env"), "run.env", _line(rnode, "env"))
+        stdin = None
+        if rnode.get("stdin") is not None:
+            stdin = v.string(rnode["stdin"], "run.stdin", _line(rnode, "stdin"), allow_empty=True)
+        timeout = 60.0
+        if "timeout" in rnode:
+            t = rnode["timeout"]
+            if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
+                raise v.d.err(f"must be a positive number of seconds, got {_kind(t)}", "run.timeout",
+                              _line(rnode, "timeout"))
+            timeout = float(t)
+        expect = Expect()
+        if "expect" in rnode and rnode["expect"] is not None:
+            enode = v.mapping(rnode["expect"], "run.expect", _line(rnode, "expect"), ("exit", "stdout"))
+            ex = 0
+            if "exit" in enode:
+                e = enode["exit"]
+                if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= 255:
+                    raise v.d.err(f"must be an exit status 0..255, got {_kind(e)}", "run.expect.exit",
+                                  _line(enode, "exit"))
+                ex = e
+            pat = None
+            if enode.get("stdout") is not None:
+                pat = v.string(enode["stdout"], "run.expect.stdout", _line(enode, "stdout"), allow_empty=True)
+                try:
+                    re.compile(pat)
+                except re.error as err:
+                    raise v.d.err(f"invalid regular expression {pat!r}: {err}", "run.expect.stdout",
+                                  _line(enode, "stdout")) from None
+            expect = Expect(ex, pat)
+        run = RunSpec(args, renv, stdin, timeout, expect)
+
+    # builds: render command and output per target; catch two targets writing one file (seed bug 6)
+    builds: list[BuildJob] = []
+    outputs: dict[Path, Target] = {}
+    for t in targets:
+        ctx = target_vars(name, t, package)
+        out_key = "build.output" if "output" in bnode else "build.output (default)"
+        out_line = _line(bnode, "output") if "output" in bnode else t.line
+        rel = render(output_tpl, ctx, lambda m, k=out_key, ln=out_line: v.d.err(m, k, ln)).strip()
+        if not rel:
+            raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
+        out = (project / rel).resolve()
+        if out in outputs:
+            other = outputs[out]
+            raise v.d.err(
+                f"targets '{other.spec}' (line {other.line}) and '{t.spec}' (line {t.line}) both write "
+                f"'{rel}': the template {output_tpl!r} does not tell them apart, so one artifact would "
+                "overwrite the other; put {{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }} in it",
+                out_key, out_line)
+        outputs[out] = t
+        ctx["output"] = rel
+        ckey, cline = "build.command", _line(bnode, "command") if "command" in bnode else bline
+        if isinstance(command, str):
+            rendered = render(command, ctx, lambda m, k=ckey, ln=cline: v.d.err(m, k, ln))
+            argv: tuple[str, ...] = (rendered,) if shell else tuple(shlex.split(rendered))
+        else:
+            argv = tuple(render(c, ctx, lambda m, k=ckey, ln=cline: v.d.err(m, k, ln)) for c in command)
+        env = build_env(t, {k: render(val, ctx, lambda m, k=k: v.d.err(m, f"build.env.{k}",
+                                                                         _line(bnode, "env")))
+                            for k, val in benv.items()})
+        pre: list[tuple[str, ...]] = []
+        for i, c in enumerate(before):
+            bk, bl = f"build.before[{i}]", _line(bnode, "before")
+            if isinstance(c, str):
+                r = render(c, ctx, lambda m, k=bk, ln=bl: v.d.err(m, k, ln))
+                pre.append((r,) if shell else tuple(shlex.split(r)))
+            else:
+                pre.append(tuple(render(x, ctx, lambda m, k=bk, ln=bl: v.d.err(m, k, ln)) for x in c))
+        builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
+                               project, reproducible))
+
+    # cells
+    cells: list[Cell] = []
+    for t in targets:
+        ctx = target_vars(name, t, package)
+        ctx["output"] = next(b.output_rel for b in builds if b.target is t)
+        rargs = tuple(render(a, ctx, lambda m: v.d.err(m, "run.args", _line(top.get("run"), "args")))
+                      for a in run.args)
+        renv = {k: render(val, ctx, lambda m, k=k: v.d.err(m, f"run.env.{k}", None))
+                for k, val in run.env.items()}
+        if not t.runnable:
+            cells.append(Cell(t, "none", Profile("none", builtin=True), "", rargs, renv))
+            continue
+        for img in img_names:
+            for prof in profiles:
+                model = prof.model_for(t)
+                if model is None:
+                    continue
+                cells.append(Cell(t, img, prof, model, rargs, renv))
+
+    cells = _apply_exclude(top, v, cells)
+    cells = _apply_xfail(top, v, cells)
+    return Plan(p, name, project, tuple(builds), tuple(cells), run,
+                {t.spec: t.line or 1 for t in targets})
+
+
+def _selector(node: Any, v: _Validator, key: str, line: int | None,
+              extra: Collection[str] = ()) -> dict[str, str]:
+    m = v.mapping(node, key, line, ("target", "image", "profile", *extra))
+    sel = {k: v.string(m[k], f"{key}.{k}", _line(m, k)) for k in ("target", "image", "profile") if k in m}
+    if not sel:
+        raise v.d.err("needs at least one of target, image, profile", key, line)
+    return sel
+
+
+def _matches(sel: Mapping[str, str], c: Cell) -> bool:
+    vals = {"target": c.target.spec, "image": c.image, "profile": c.profile.name}
+    return all(fnmatch.fnmatchcase(vals[k], pat) for k, pat in sel.items())
+
+
+def _apply_exclude(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
+    if top.get("exclude") is None:
+        return cells
+    seq = v.seq(top["exclude"], "exclude", _line(top, "exclude"))
+    for i, node in enumerate(seq):
+        sel = _selector(node, v, f"exclude[{i}]", _line(seq, i))
+        if not any(_matches(sel, c) for c in cells):
+            raise v.d.err(f"{dict(sel)} matches no cell (a typo?)", f"exclude[{i}]", _line(seq, i))
+        cells = [c for c in cells if not _matches(sel, c)]
+    return cells
+
+
+def _apply_xfail(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
+    if top.get("xfail") is None:
+        return cells
+    seq = v.seq(top["xfail"], "xfail", _line(top, "xfail"))
+    out = list(cells)
+    for i, node in enumerate(seq):
+        key, line = f"xfail[{i}]", _line(seq, i)
+        sel = _selector(node, v, key, line, extra=("verdict",))
+        if "verdict" not in node:
+            raise v.d.err(f"needs the verdict the cells must produce, one of: {', '.join(CELL_VERDICTS[1:])}",
+                          key, line)
+        verdict = v.string(node["verdict"], f"{key}.verdict", _line(node, "verdict"))
+        if verdict not in CELL_VERDICTS or verdict == "ok":
+            raise v.d.err(f"unknown verdict '{verdict}'{_suggest(verdict, CELL_VERDICTS)}; one of: "
+                          f"{', '.join(CELL_VERDICTS[1:])}", f"{key}.verdict", _line(node, "verdict"))
+        hit = False
+        for j, c in enumerate(out):
+            if _matches(sel, c):
+                out[j] = Cell(c.target, c.image, c.profile, c.cpu, c.args, c.env, verdict)
+                hit = True
+        if not hit:
+            raise v.d.err(f"{dict(sel)} matches no cell (a typo, or excluded?)", key, line)
+    return out
+
+
+def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int, int] | None = None) -> Plan:
+    """Narrow the plan to cells matching every --only KEY=GLOB, then to one shard."""
+    cells = [c for c in plan.cells
+             if all(fnmatch.fnmatchcase({"target": c.target.spec, "image": c.image,
+                                         "profile": c.profile.name}[k], g) for k, g in only)]
+    if shard is not None:
+        i, n = shard
+        cells = [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i - 1]
+    targets = {c.target.spec for c in cells}
+    builds = tuple(b for b in plan.builds if b.target.spec in targets)
+    return Plan(plan.matrix_path, plan.name, plan.project, builds, tuple(cells), plan.run, plan.target_lines)

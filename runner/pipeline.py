@@ -1,0 +1,179 @@
+"""The stages after loading: build -> run -> classify -> report. CLI, pytest plugin and Action share them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from . import proc
+from .build import BuildResult, output_excludes, run_build, tree_digest
+from .classify import Verdict, classify
+from .engines import Engine, Evidence
+from .errors import InfraError
+from .plan import Cell, Plan
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    verdict: Verdict
+    evidence: Evidence | None
+
+    @property
+    def passed(self) -> bool:
+        """ok, or the xfail verdict the matrix demands (an unexpected ok of an xfail cell fails)."""
+        if self.cell.xfail:
+            return self.verdict.verdict == self.cell.xfail
+        return self.verdict.ok
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    engine: str
+    builds: list[BuildResult] = field(default_factory=list)
+    cells: list[CellResult] = field(default_factory=list)
+    interrupted: bool = False
+    started: float = field(default_factory=time.time)
+
+    @property
+    def passed(self) -> bool:
+        return (not self.interrupted and all(b.verdict == "ok" for b in self.builds)
+                and all(c.passed for c in self.cells)
+                and len(self.cells) == len(self.plan.cells))
+
+
+T = TypeVar("T")
+Progress = Callable[[str, str], None]     # (stage, item id) after each item
+
+
+def _noop(stage: str, item: str) -> None:
+    pass
+
+
+def build_all(plan: Plan, jobs: int, progress: Progress = _noop,
+              result: RunResult | None = None) -> dict[str, BuildResult]:
+    """Build every target in parallel; results keyed by target spec."""
+    digest = tree_digest(plan.project, output_excludes(plan.builds))
+    out: dict[str, BuildResult] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = {pool.submit(run_build, b, digest): b for b in plan.builds}
+        try:
+            for f in _iter_done(list(futs)):
+                r = f.result()
+                out[r.job.target.spec] = r
+                if result is not None:
+                    result.builds.append(r)
+                progress("build", r.job.target.spec)
+        except BaseException:
+            proc.stop()     # kill running trees and refuse new ones, so the pool drains at once
+            for f in futs:
+                f.cancel()
+            raise
+    return out
+
+
+def _iter_done(pending: list[Future[T]]) -> Iterator[Future[T]]:
+    # wait() with a timeout keeps the main thread responsive to Ctrl-C
+    rest = set(pending)
+    while rest:
+        done, rest = wait(rest, timeout=0.2, return_when=FIRST_COMPLETED)
+        yield from done
+
+
+class RootfsProvider:
+    """Resolves (image, Debian arch) to a root directory once per run, thread-safely."""
+
+    def __init__(self, empty_root: Path) -> None:
+        self.empty = empty_root
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], Path | InfraError] = {}
+
+    def get(self, cell: Cell) -> Path:
+        if cell.image == "scratch":
+            return self.empty
+        deb = cell.target.facts.debian_arch(cell.target.level)
+        if deb is None:
+            raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
+                             f"packages for {cell.target.arch}", "use the scratch image for this target")
+        key = (cell.image, deb)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                try:
+                    from .images import ImageStore
+                    hit = ImageStore().ensure(cell.image, deb)
+                except InfraError as e:
+                    hit = e
+                except Exception as e:  # ImageUnavailable and friends carry their own message
+                    hit = InfraError(str(e), f"run `xrun images build {cell.image} --arch {deb}` where a "
+                                             "Debian mirror is reachable")
+                self._cache[key] = hit
+        if isinstance(hit, InfraError):
+            raise hit
+        return hit
+
+
+def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: int,
+              roots: RootfsProvider, progress: Progress = _noop,
+              result: RunResult | None = None) -> list[CellResult]:
+    """Run every cell whose build produced an artifact; classify each as it finishes."""
+    out: list[CellResult] = []
+
+    def one(cell: Cell) -> CellResult:
+        b = builds.get(cell.target.spec)
+        if b is None or not b.runnable or b.artifact is None:
+            why = b.explanation.splitlines()[0] if b and b.explanation else "no artifact"
+            return CellResult(cell, Verdict("not-runnable", f"not run: the build of {cell.target.spec} failed "
+                                            f"({why})", "fix the build first (see builds)"), None)
+        if not cell.target.runnable:
+            return CellResult(cell, classify(cell, Evidence(cell.id, "-", b.facts or _missing(b), ran=False),
+                                             plan.run.expect, plan.run.timeout), None)
+        try:
+            root = roots.get(cell)
+        except InfraError as e:
+            return CellResult(cell, Verdict("infra-error", e.what, e.fix), None)
+        ev = engine.run_cell(cell, b.artifact, root, plan.run)
+        return CellResult(cell, classify(cell, ev, plan.run.expect, plan.run.timeout), ev)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = {pool.submit(one, c): c for c in plan.cells}
+        try:
+            for f in _iter_done(list(futs)):
+                r = f.result()
+                out.append(r)
+                if result is not None:
+                    result.cells.append(r)
+                progress("run", r.cell.id)
+        except BaseException:
+            proc.stop()     # kill running trees and refuse new ones, so the pool drains at once
+            for f in futs:
+                f.cancel()
+            raise
+    order = {c.id: i for i, c in enumerate(plan.cells)}
+    out.sort(key=lambda r: order[r.cell.id])
+    return out
+
+
+def _missing(b: BuildResult):  # type: ignore[no-untyped-def]
+    from .artifact import inspect
+    return inspect(b.artifact) if b.artifact else inspect("/nonexistent")
+
+
+def execute(plan: Plan, engine: Engine, jobs: int, progress: Progress = _noop,
+            result: RunResult | None = None) -> RunResult:
+    """Build, then run and classify; fills `result` as it goes so an interrupt keeps what finished."""
+    res = result or RunResult(plan, engine.name)
+    builds = build_all(plan, jobs, progress, res)
+    roots = RootfsProvider(getattr(engine, "empty_root", Path("/nonexistent")))
+    run_cells(plan, engine, builds, jobs, roots, progress, res)
+    order = {b.target.spec: i for i, b in enumerate(plan.builds)}
+    res.builds.sort(key=lambda b: order[b.job.target.spec])
+    corder = {c.id: i for i, c in enumerate(plan.cells)}
+    res.cells.sort(key=lambda c: corder[c.cell.id])
+    return res

@@ -1,0 +1,117 @@
+"""The plan is data: frozen records made once from the matrix, read by every later stage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import platforms
+
+
+@dataclass(frozen=True)
+class Target:
+    """One os/arch[/variant] as written in the matrix, with its per-target overrides."""
+
+    spec: str                   # as written: "linux/arm/v6"
+    os: str
+    arch: str
+    variant: str | None
+    env: Mapping[str, str] = field(default_factory=dict)
+    cc: str | None = None
+    line: int | None = None
+
+    @property
+    def facts(self) -> platforms.Arch:
+        return platforms.arch(self.arch)
+
+    @property
+    def level(self) -> str | None:
+        """The Go level this target is built for (the variant, or Go's default)."""
+        return self.variant or self.facts.default_level
+
+    @property
+    def runnable(self) -> bool:
+        return platforms.OSES[self.os].runnable
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A CPU profile: builtin (baseline, host, hardware) or custom {arch: model}."""
+
+    name: str
+    cpu: Mapping[str, str] = field(default_factory=dict)
+    builtin: bool = False
+
+    def model_for(self, target: Target) -> str | None:
+        """The qemu model for this target; "" means native (host); None: the profile skips it."""
+        if self.name == "baseline" and self.builtin:
+            return target.facts.baseline_model(target.level)
+        if self.name == "host" and self.builtin:
+            return "" if target.arch == platforms.host_goarch() else None
+        return self.cpu.get(target.arch)
+
+
+@dataclass(frozen=True)
+class Expect:
+    exit: int = 0
+    stdout: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: str | None = None
+    timeout: float = 60.0
+    expect: Expect = Expect()
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One build: the rendered command and env for one target."""
+
+    target: Target
+    argv: tuple[str, ...]           # or a single shell string when shell is true
+    shell: bool
+    env: Mapping[str, str]          # only what xrun sets on top of the inherited environment
+    before: tuple[tuple[str, ...], ...]
+    output: Path                    # absolute
+    output_rel: str
+    cwd: Path
+    reproducible: bool
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One target x image x profile, with its canonical id."""
+
+    target: Target
+    image: str
+    profile: Profile
+    cpu: str                        # qemu model; "" for native
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    xfail: str | None = None        # the verdict this cell must produce
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.target.spec, self.image, self.profile.name)
+
+
+def cell_id(target: str, image: str, profile: str) -> str:
+    """The canonical cell id, used for --only, pytest ids, JUnit, logs and labels."""
+    return f"{target}:{image}:{profile}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything to do, in order."""
+
+    matrix_path: Path
+    name: str
+    project: Path
+    builds: tuple[BuildJob, ...]
+    cells: tuple[Cell, ...]
+    run: RunSpec
+    target_lines: Mapping[str, int] = field(default_factory=dict)

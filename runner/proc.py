@@ -1,0 +1,158 @@
+"""The one subprocess wrapper: resolve first, bound output, kill the whole tree on timeout, keep the signal."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import InfraError
+
+TAIL_BYTES = 64 * 1024
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+class Stopped(Exception):
+    """Raised instead of starting a process once stop() was called (Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished process left: exit status or signal, bounded output tails, wall time."""
+
+    argv: tuple[str, ...]
+    returncode: int | None          # None when killed by a signal
+    signal: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    truncated: bool = False
+
+
+def which(name: str, fix: str) -> str:
+    """Absolute path of an executable, or an InfraError naming how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise InfraError(f"'{name}' was not found on PATH", fix)
+    return path
+
+
+class _Tail:
+    """Keeps the last `limit` bytes of a stream, counting what was dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) > self.limit:
+            cut = len(self.buf) - self.limit
+            self.dropped += cut
+            del self.buf[:cut]
+
+    def text(self) -> str:
+        s = self.buf.decode("utf-8", "replace")
+        return f"[... {self.dropped} bytes dropped ...]\n{s}" if self.dropped else s
+
+
+def _pump(stream: object, tail: _Tail) -> None:
+    read = stream.read  # type: ignore[attr-defined]
+    while True:
+        chunk = read(65536)
+        if not chunk:
+            return
+        tail.feed(chunk)
+
+
+def disable_core_dumps() -> None:
+    """Children inherit RLIMIT_CORE=0: a core file per crashed cell would litter the cwd, and qemu
+    prints its "uncaught target signal" line the same way every time."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
+def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+        stdin: str | bytes | None = None, timeout: float | None = None,
+        tail_bytes: int = TAIL_BYTES) -> Result:
+    """Run argv in its own session; on timeout SIGKILL the whole process group."""
+    if _stopping.is_set():
+        raise Stopped("xrun is stopping")
+    t0 = time.monotonic()
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+                            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    with _live_lock:
+        _live.add(proc)
+        if _stopping.is_set():
+            kill_tree(proc)
+    out, err = _Tail(tail_bytes), _Tail(tail_bytes)
+    readers = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
+    for r in readers:
+        r.start()
+    if data is not None:
+        def feed() -> None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(data)
+                proc.stdin.close()
+            except OSError:     # the child may exit without reading its input
+                pass
+        threading.Thread(target=feed, daemon=True).start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill_tree(proc)
+        proc.wait()
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+    for r in readers:
+        r.join(timeout=5)
+    rc = proc.returncode
+    sig = -rc if rc < 0 else None
+    return Result(tuple(argv), None if sig else rc, sig, out.text(), err.text(),
+                  time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped))
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group the child leads (it was started in a new session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_all() -> None:
+    """Kill every process tree still running."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        kill_tree(p)
+
+
+def stop() -> None:
+    """Ctrl-C: kill what runs and refuse to start anything more."""
+    _stopping.set()
+    kill_all()
+
+
+def reset() -> None:
+    """Allow processes again (for a new run in the same interpreter, e.g. under pytest)."""
+    _stopping.clear()

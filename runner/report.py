@@ -1,0 +1,79 @@
+"""The JSON report of contract §3 (extended, never renamed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .build import BuildResult
+from .pipeline import CellResult, RunResult
+
+STREAM_TAIL = 8 * 1024
+
+
+def _tail(s: str, n: int = STREAM_TAIL) -> str:
+    return s if len(s) <= n else "[...]" + s[-n:]
+
+
+def _rel(p: Path | None, base: Path) -> str | None:
+    if p is None:
+        return None
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def build_json(b: BuildResult, base: Path) -> dict[str, Any]:
+    return {"target": b.job.target.spec, "verdict": b.verdict, "cause": b.cause,
+            "artifact": _rel(b.artifact or b.job.output, base), "reproducible": b.reproducible,
+            "duration_s": round(b.duration_s, 3), "explanation": b.explanation, "fix": b.fix,
+            "log": b.log, "cached": b.cached,
+            "artifact_facts": b.facts.describe() if b.facts else None}
+
+
+def cell_json(r: CellResult) -> dict[str, Any]:
+    c, ev, v = r.cell, r.evidence, r.verdict
+    return {"id": c.id, "target": c.target.spec, "image": c.image, "profile": c.profile.name,
+            "cpu": ev.cpu if ev else (c.cpu or "native"),
+            "verdict": v.verdict, "exit_code": ev.exit_code if ev else None,
+            "signal": ev.signal if ev else None, "duration_s": round(ev.duration_s, 3) if ev else 0.0,
+            "stdout": _tail(ev.stdout) if ev else "", "stderr": _tail(ev.stderr) if ev else "",
+            "explanation": v.explanation, "fix": v.fix,
+            "xfail": c.xfail, "passed": r.passed,
+            "evidence": {"ran": ev.ran, "path": ev.path, "emulator": ev.emulator,
+                         "loader_missing": ev.loader_missing, "tcg_missing": list(ev.tcg_missing),
+                         "notes": list(ev.notes), "timed_out": ev.timed_out,
+                         "artifact": ev.artifact.describe()} if ev else None}
+
+
+def summary(res: RunResult) -> dict[str, int]:
+    xf = sum(1 for c in res.cells if c.cell.xfail and c.passed)
+    ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail)
+    return {"cells": len(res.cells), "ok": ok, "failed": len(res.cells) - ok - xf, "xfail": xf,
+            "builds_failed": sum(1 for b in res.builds if b.verdict != "ok"),
+            "planned_cells": len(res.plan.cells)}
+
+
+def to_json(res: RunResult, matrix_display: str) -> dict[str, Any]:
+    base = res.plan.project
+    return {"version": 1, "matrix": matrix_display, "xarch": __version__, "engine": res.engine,
+            "interrupted": res.interrupted,
+            "builds": [build_json(b, base) for b in res.builds],
+            "cells": [cell_json(c) for c in res.cells],
+            "summary": summary(res)}
+
+
+def write_json(res: RunResult, path: str | Path, matrix_display: str) -> None:
+    """Write atomically, so a reader (or an interrupt) never sees half a report."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(to_json(res, matrix_display), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, p)
