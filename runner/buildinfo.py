@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, NamedTuple
 
-from elftools.elf.elffile import ELFFile  # type: ignore[import-untyped]
+from elftools.elf.elffile import ELFFile
 
 __all__ = [
     "BUILDINFO_MAGIC",
@@ -213,11 +213,9 @@ def _read_raw_build_info(f: BinaryIO, file_size: int) -> tuple[bytes, bytes] | N
         mod = _read_go_string(img, fmt, ptr_size, mod_ptr)
     if not vers:
         return None
-    if len(mod) >= 33 and mod[len(mod) - 17] == ord("\n"):
-        mod = mod[16:-16]
-    else:
-        mod = b""
-    return vers, mod
+    # Strip the sentinel framing; without it Go reports no module info at all.
+    framed = len(mod) >= 33 and mod[len(mod) - 17] == ord("\n")
+    return vers, (mod[16:-16] if framed else b"")
 
 
 def _open_image(f: BinaryIO, ident: bytes, file_size: int) -> _Image:
@@ -323,7 +321,9 @@ def _macho_image(f: BinaryIO, file_size: int, magic: bytes) -> _Image:
     if cmds_size > min(_MAX_READ, file_size - hdr_size):
         raise _BadFormat("load commands too large")
     cmds = _read_exact(f, hdr_size, cmds_size)
-    seg_fmt, sect_fmt = (order + "16s4Q2i2I", order + "16s16s2Q8I") if is64 else (order + "16s4I2i2I", order + "16s16s9I")
+    seg_fmt, sect_fmt = (
+        (order + "16s4Q2i2I", order + "16s16s2Q8I") if is64 else (order + "16s4I2i2I", order + "16s16s9I")
+    )
     seg_len, sect_len = struct.calcsize(seg_fmt), struct.calcsize(sect_fmt)
     regions: list[_Region] = []
     ranges: list[tuple[int, int]] = []

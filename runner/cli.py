@@ -105,6 +105,7 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
                          "use --engine local (the default)")
     from . import console as ui
 
+    proc.reset()
     res = RunResult(plan, ns.engine)
     # SIGTERM (CI cancel) gets the same clean-up as Ctrl-C
     old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile  # type: ignore[import-untyped]
+from elftools.elf.elffile import ELFFile
 
 from runner.buildinfo import (
     BUILDINFO_MAGIC,
@@ -83,7 +83,9 @@ def _find_go() -> tuple[Path, Path | None] | None:
 
 
 GO = _find_go()
-needs_go = pytest.mark.skipif(GO is None, reason="Go toolchain not found (no `go` package and no `go` on PATH)")
+needs_go = pytest.mark.skipif(
+    GO is None, reason="Go toolchain not found (no `go` package and no `go` on PATH)"
+)
 
 
 def _go_env() -> dict[str, str]:
@@ -106,11 +108,20 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _go(args: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _go(
+    args: list[str], cwd: Path, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the go command, capturing text output."""
     assert GO is not None
     return subprocess.run(
-        [str(GO[0]), *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, check=False, timeout=600
+        [str(GO[0]), *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 
@@ -230,7 +241,12 @@ EXPECTED_SETTINGS: dict[str, dict[str, str]] = {
     "arm64": {"GOOS": "linux", "GOARCH": "arm64"},
     "mips": {"GOOS": "linux", "GOARCH": "mips"},
     "s390x": {"GOOS": "linux", "GOARCH": "s390x"},
-    "pie": {"GOOS": "linux", "GOARCH": "amd64", "-buildmode": "pie", "-ldflags": "-X 'main.greeting=hi \"there\"'"},
+    "pie": {
+        "GOOS": "linux",
+        "GOARCH": "amd64",
+        "-buildmode": "pie",
+        "-ldflags": "-X 'main.greeting=hi \"there\"'",
+    },
     "trimpath": {"GOOS": "linux", "GOARCH": "amd64", "-trimpath": "true"},
     "windows": {"GOOS": "windows", "GOARCH": "amd64"},
     "darwin": {"GOOS": "darwin", "GOARCH": "arm64"},
@@ -290,7 +306,7 @@ def test_broken_pe_header_falls_back_to_file_scan(go_world: GoWorld, tmp_path: P
     assert info.setting("GOOS") == "windows"
 
 
-def _uvarint(b: bytes, pos: int) -> tuple[int, int]:
+def _uvarint(b: bytes | bytearray, pos: int) -> tuple[int, int]:
     """Decode a uvarint at pos; return (value, next pos)."""
     x = shift = 0
     while True:
@@ -308,6 +324,7 @@ def _to_pointer_format(src: Path, dst: Path) -> None:
     with src.open("rb") as f:
         elf = ELFFile(f)
         sec = elf.get_section_by_name(".go.buildinfo")
+        assert sec is not None
         addr, off, size = sec["sh_addr"], sec["sh_offset"], sec["sh_size"]
         seg = next(
             s
@@ -410,7 +427,13 @@ def test_unframed_modinfo_gives_version_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"just some text\nnothing to see\n", b"", b"\x7fELF" + b"\0" * 12, b"MZ" + b"\0" * 100, b"\xcf\xfa\xed\xfe"],
+    [
+        b"just some text\nnothing to see\n",
+        b"",
+        b"\x7fELF" + b"\0" * 12,
+        b"MZ" + b"\0" * 100,
+        b"\xcf\xfa\xed\xfe",
+    ],
 )
 def test_junk_is_not_go(tmp_path: Path, content: bytes) -> None:
     f = tmp_path / "junk"
@@ -448,7 +471,7 @@ ROUNDTRIP_CASES: list[bytes] = [
     b'build\tk="\\101 b \\377"\n',
     b'build\tk="\\ud800"\n',
     b'build\tk="\\400"\n',
-    b"build\tk=\"\\' x\"\n",
+    b'build\tk="\\\' x"\n',
     b'build\tk="unterminated\n',
     b'build\tk="a b"trailing\n',
     b"build\tk=a b\n",
