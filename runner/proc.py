@@ -125,6 +125,12 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
             _live.discard(proc)
     for r in readers:
         r.join(timeout=5)
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
     rc = proc.returncode
     sig = -rc if rc < 0 else None
     return Result(tuple(argv), None if sig else rc, sig, out.text(), err.text(),
