@@ -839,6 +839,8 @@ class _AptRepo:
             "#clear APT::Architectures;",
             f'APT::Architecture "{self.arch}";',
             f'APT::Architectures {{ "{self.arch}"; }};',
+            # Retries are ours (only for network failures), so offline fails fast.
+            'Acquire::Retries "0";',
             "#clear Acquire::Languages;",
             'Acquire::Languages { "none"; };',
             f'Dir::State "{r}/state";',
@@ -1037,7 +1039,8 @@ def _run_apt_retrying(
         if progress is not None:
             progress(stage, 0, total)
         rc, lines = _run_apt(argv, on_line, cwd)
-        failed = rc != 0 or any(ln.startswith("E:") for ln in lines)
+        # apt-get update exits 0 when fetches fail ("W: Failed to fetch"), so read the lines.
+        failed = rc != 0 or any(ln.startswith(("E:", "Err:", "W: Failed to fetch")) for ln in lines)
         if not failed:
             if progress is not None:
                 progress(stage, total or got, total or got)

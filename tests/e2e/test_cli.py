@@ -1,0 +1,125 @@
+"""The command line as a user meets it: exit codes, messages without tracebacks, Ctrl-C, caching."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_xrun
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bad_matrix_exits_2_with_file_line_key_and_no_traceback(tmp_path):
+    m = tmp_path / "matrix.yaml"
+    m.write_text("name: app\ntargets:\n  - linux/arm/v9\n")
+    p = run_xrun([str(m)])
+    assert p.returncode == 2
+    assert f"{m}:3: targets[0]: unknown variant 'v9' for arm" in p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_bad_command_line_exits_2(tmp_path):
+    p = run_xrun(["run", "matrix.yaml", "--only", "arch=arm"])
+    assert p.returncode == 2 and "KEY=GLOB" in p.stderr and "Traceback" not in p.stderr
+    p = run_xrun(["run", "matrix.yaml", "--shard", "4/3"])
+    assert p.returncode == 2 and "I must be between 1 and N" in p.stderr
+
+
+def test_missing_matrix_exits_2(tmp_path):
+    p = run_xrun([str(tmp_path / "none.yaml")])
+    assert p.returncode == 2 and "none.yaml: no such file" in p.stderr
+
+
+def test_missing_emulator_exits_3_naming_the_package(tmp_path, probe_src):
+    m = tmp_path / "matrix.yaml"
+    m.write_text(f"name: probe\nproject: {probe_src}\nbuild: {{output: '{tmp_path}/{{{{ arch }}}}'}}\n"
+                 "targets: [linux/arm64]\n")
+    # a PATH with bwrap but without qemu-aarch64-static: absence simulated, nothing uninstalled
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("bwrap", "true"):
+        src = subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip()
+        (bindir / tool).symlink_to(src)
+    p = run_xrun([str(m)], env={"PATH": str(bindir)})
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "qemu-aarch64-static" in p.stderr and "apt-get install qemu-user-static" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_list_prints_the_plan_without_building(tmp_path):
+    p = run_xrun(["matrix.yaml", "--list"])
+    assert p.returncode == 0
+    assert "cell  linux/arm:scratch:pi-zero  cpu=arm1176  xfail=unsupported-cpu" in p.stdout
+    assert "build linux/arm/v6 -> dist/greet-linux-arm-v6" in p.stdout
+
+
+def test_warm_rerun_builds_nothing(xrun_matrix):
+    body = """
+        name: probe
+        targets: [linux/arm64, linux/arm/v6]
+        run: {args: [hello]}
+    """
+    first = xrun_matrix(body)
+    assert first.rc == 0
+    again = xrun_matrix(body)
+    assert again.rc == 0
+    assert [b["cached"] for b in again.report["builds"]] == [True, True]
+
+
+def test_only_selects_cells(xrun_matrix):
+    r = xrun_matrix("""
+        name: probe
+        targets: [linux/arm64, linux/arm/v6]
+        profiles: [baseline, pi-zero]
+        run: {args: [hello]}
+    """, "--only", "profile=pi-*")
+    assert [c["id"] for c in r.report["cells"]] == ["linux/arm/v6:scratch:pi-zero"]
+    assert [b["target"] for b in r.report["builds"]] == ["linux/arm/v6"]
+
+
+def test_ctrl_c_cleans_up_exits_130_and_keeps_partial_results(tmp_path, probe_src):
+    marker = f"xarch-marker-{uuid.uuid4().hex}"
+    m = tmp_path / "matrix.yaml"
+    m.write_text(f"name: probe\nproject: {probe_src}\nbuild: {{output: '{tmp_path}/{{{{ arch }}}}'}}\n"
+                 f"targets: [linux/amd64]\nprofiles: [baseline, host]\nrun: {{args: [sleepfork, {marker}]}}\n")
+    rep = tmp_path / "r.json"
+    tmpdir = tmp_path / "tmp"      # xrun's temp roots go here, so leftovers are visible
+    tmpdir.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "runner.cli", str(m), "--json", str(rep), "-j", "2"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "TMPDIR": str(tmpdir)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _procs_with(marker):
+        time.sleep(0.2)
+    assert _procs_with(marker), "the cells never started"
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, out + err
+    assert "interrupted" in err
+    time.sleep(0.5)
+    assert _procs_with(marker) == []
+    r = json.loads(rep.read_text())
+    assert r["interrupted"] is True
+    assert [b["verdict"] for b in r["builds"]] == ["ok"]
+    assert list(tmpdir.iterdir()) == []
+
+
+def _procs_with(marker: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+    return found
