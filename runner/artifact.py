@@ -102,12 +102,13 @@ def _inspect_cached(path: str, mtime_ns: int, size: int) -> ArtifactFacts:
             interp = None
             for seg in elf.iter_segments():
                 if seg["p_type"] == "PT_INTERP":
-                    interp = seg.get_interp_name()
+                    interp = str(seg.get_interp_name())  # type: ignore[attr-defined]
             needed: list[str] = []
             glibc: list[tuple[int, ...]] = []
             for sec in elf.iter_sections():
                 if isinstance(sec, DynamicSection):
-                    needed += [t.needed for t in sec.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+                    needed += [str(getattr(t, "needed", "")) for t in sec.iter_tags()
+                               if t.entry.d_tag == "DT_NEEDED"]
                 elif isinstance(sec, GNUVerNeedSection):
                     for _verneed, auxs in sec.iter_versions():
                         for aux in auxs:

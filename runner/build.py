@@ -103,10 +103,7 @@ def tree_digest(root: Path, exclude: set[Path]) -> str:
             if p.resolve() in exclude or p.is_symlink() or not p.is_file():
                 continue
             h.update(str(p.relative_to(root)).encode() + b"\0")
-            with open(p, "rb") as f:
-                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(chunk)
-            h.update(b"\0")
+            h.update(_file_sha256(p).encode() + b"\0")
     return h.hexdigest()
 
 

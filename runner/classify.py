@@ -195,9 +195,10 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         msg = m64.group(0) if m64 else next(_first(err, s) for s in _GO_CPU_MSGS if s in err)
         return _cpu_verdict(cell, ev, f"the Go runtime refused to start: '{msg.strip()}'.")
     if ev.signal == _signal.SIGILL:
-        qmsg = _first(err, "uncaught target signal") if "uncaught target signal" in err else "no message"
+        qmsg = (f"'{_first(err, 'uncaught target signal')}'" if "uncaught target signal" in err
+                else "no message")
         return _cpu_verdict(cell, ev, f"killed by SIGILL (illegal instruction) under -cpu {cell.cpu or 'native'} "
-                                      f"(qemu: {qmsg}).")
+                                      f"(emulator said: {qmsg}).")
     if _GO_SIGILL.search(err):
         return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
 

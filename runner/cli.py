@@ -58,9 +58,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
-    if args_in and args_in[0] not in SUBCOMMANDS and not args_in[0].startswith("-"):
-        args_in = ["run", *args_in]
-    elif args_in and args_in[0].startswith("-") and args_in[0] not in ("-h", "--help", "--version"):
+    if (args_in and args_in[0] not in SUBCOMMANDS and not args_in[0].startswith("-")) or (args_in and args_in[0].startswith("-") and args_in[0] not in ("-h", "--help", "--version")):
         args_in = ["run", *args_in]
     console = Console(stderr=False, highlight=False)
     err = Console(stderr=True, highlight=False)

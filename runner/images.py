@@ -789,9 +789,17 @@ def _apt_error_summary(lines: list[str]) -> str:
 
 def _is_network_failure(lines: list[str]) -> bool:
     text = "\n".join(lines)
-    if "does not have a Release file" in text or "Unable to locate package" in text:
+    # A missing suite or package, or a file the mirror dropped, will not come back on retry.
+    if any(m in text for m in ("does not have a Release file", "Unable to locate package", " 404 ")):
         return False
-    markers = ("Temporary failure", "Could not", "Failed to fetch", "Connection", "timed out")
+    markers = (
+        "Temporary failure",
+        "Could not",
+        "Unable to connect",
+        "Failed to fetch",
+        "Connection",
+        "timed out",
+    )
     return any(m in text for m in markers)
 
 
@@ -1383,7 +1391,7 @@ class ImageStore:
     #: Package lists younger than this (seconds) are not refreshed.
     update_max_age = _UPDATE_MAX_AGE
 
-    def __init__(self, cache_dir: Path | None = None, *, definitions_dir: Path | None = None):
+    def __init__(self, cache_dir: Path | None = None, *, definitions_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir if cache_dir is not None else _default_cache_dir()
         self.definitions_dir = definitions_dir if definitions_dir is not None else _default_definitions_dir()
 
@@ -1628,28 +1636,29 @@ class ImageStore:
             apt_lock = self._lock(f"apt-{arch}")
             # Held until the .debs are unpacked so prune cannot remove them midway.
             with apt_lock:
-                if defn.packages:
-                    repo, suite_version = self._select_repo(name, arch, refresh, progress)
-                    suite = repo.suite
-                    try:
-                        pkgs, missing = repo.resolve(defn.packages)
-                    except _AptFailure as exc:
-                        raise ImageUnavailable(f"{name} for {arch}: {exc}") from exc
-                    if missing:
-                        raise ImageUnavailable(
-                            f"{name} for {arch}: Debian {suite} has no "
-                            f"{', '.join(repr(m) for m in missing)} for {arch}"
-                        )
-                key = _cache_key(name, arch, suite, def_hashes, pkgs)
-                entry = rootfs_dir / f"{name}-{arch}-{key[:12]}"
-                if _verify_entry(entry, verify) is not None:
-                    # Same inputs as an entry already built: only the index was stale.
-                    self._write_index(name, arch, entry, key, def_hashes)
-                    return entry
-                if repo is not None and pkgs:
+                # A second round only when the mirror dropped a version our lists still name.
+                for second_round in (False, True):
+                    if defn.packages:
+                        if repo is None:
+                            repo, suite_version = self._select_repo(name, arch, refresh, progress)
+                        else:
+                            self._update_after_404(repo, name, arch, progress)
+                        suite = repo.suite
+                        pkgs = self._resolve(repo, defn, name, arch)
+                    key = _cache_key(name, arch, suite, def_hashes, pkgs)
+                    entry = rootfs_dir / f"{name}-{arch}-{key[:12]}"
+                    if _verify_entry(entry, verify) is not None:
+                        # Same inputs as an entry already built: only the index was stale.
+                        self._write_index(name, arch, entry, key, def_hashes)
+                        return entry
+                    if repo is None or not pkgs:
+                        break
                     try:
                         debs = repo.download(pkgs, self.apt_attempts, progress)
+                        break
                     except _AptFailure as exc:
+                        if not second_round and " 404 " in f" {exc} ":
+                            continue
                         raise ImageUnavailable(
                             f"{name} for {arch}: could not download packages from Debian "
                             f"{suite} ({exc}). Run `xrun images build {name} --arch {arch}` "
@@ -1708,6 +1717,26 @@ class ImageStore:
         if progress is not None:
             progress("done", 1, 1)
         return entry
+
+    def _resolve(self, repo: _AptRepo, defn: ImageDef, name: str, arch: str) -> builtins.list[_Pkg]:
+        try:
+            pkgs, missing = repo.resolve(defn.packages)
+        except _AptFailure as exc:
+            raise ImageUnavailable(f"{name} for {arch}: {exc}") from exc
+        if missing:
+            raise ImageUnavailable(
+                f"{name} for {arch}: Debian {repo.suite} has no "
+                f"{', '.join(repr(m) for m in missing)} for {arch}"
+            )
+        return pkgs
+
+    def _update_after_404(self, repo: _AptRepo, name: str, arch: str, progress: Progress | None) -> None:
+        try:
+            repo.update(0.0, self.apt_attempts, progress)
+        except _AptFailure as exc:
+            raise ImageUnavailable(
+                f"{name} for {arch}: the package lists are out of date and could not be refreshed ({exc})"
+            ) from exc
 
     def _write_index(self, name: str, arch: str, entry: Path, key: str, def_hashes: dict[str, str]) -> None:
         path = self._index_path(name, arch)

@@ -65,6 +65,10 @@ class _Validator:
     def __init__(self, file: str) -> None:
         self.d = _Doc(file)
 
+    def at(self, key: str, line: int | None) -> Callable[[str], ConfigError]:
+        """An error factory for one key, for errors found later (e.g. while rendering)."""
+        return lambda msg: self.d.err(msg, key, line)
+
     def mapping(self, node: Any, key: str, line: int | None, allowed: Collection[str]) -> CommentedMap:
         if not isinstance(node, CommentedMap):
             raise self.d.err(f"must be a mapping, got {_kind(node)}", key, line)
@@ -366,11 +370,11 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
             enode = v.mapping(rnode["expect"], "run.expect", _line(rnode, "expect"), ("exit", "stdout"))
             ex = 0
             if "exit" in enode:
-                e = enode["exit"]
-                if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= 255:
-                    raise v.d.err(f"must be an exit status 0..255, got {_kind(e)}", "run.expect.exit",
+                st = enode["exit"]
+                if isinstance(st, bool) or not isinstance(st, int) or not 0 <= st <= 255:
+                    raise v.d.err(f"must be an exit status 0..255, got {_kind(st)}", "run.expect.exit",
                                   _line(enode, "exit"))
-                ex = e
+                ex = st
             pat = None
             if enode.get("stdout") is not None:
                 pat = v.string(enode["stdout"], "run.expect.stdout", _line(enode, "stdout"), allow_empty=True)
@@ -389,7 +393,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
         ctx = target_vars(name, t, package)
         out_key = "build.output" if "output" in bnode else "build.output (default)"
         out_line = _line(bnode, "output") if "output" in bnode else t.line
-        rel = render(output_tpl, ctx, lambda m, k=out_key, ln=out_line: v.d.err(m, k, ln)).strip()
+        rel = render(output_tpl, ctx, v.at(out_key, out_line)).strip()
         if not rel:
             raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
         out = (project / rel).resolve()
@@ -404,21 +408,20 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
         ctx["output"] = rel
         ckey, cline = "build.command", _line(bnode, "command") if "command" in bnode else bline
         if isinstance(command, str):
-            rendered = render(command, ctx, lambda m, k=ckey, ln=cline: v.d.err(m, k, ln))
+            rendered = render(command, ctx, v.at(ckey, cline))
             argv: tuple[str, ...] = (rendered,) if shell else tuple(shlex.split(rendered))
         else:
-            argv = tuple(render(c, ctx, lambda m, k=ckey, ln=cline: v.d.err(m, k, ln)) for c in command)
-        env = build_env(t, {k: render(val, ctx, lambda m, k=k: v.d.err(m, f"build.env.{k}",
-                                                                         _line(bnode, "env")))
+            argv = tuple(render(c, ctx, v.at(ckey, cline)) for c in command)
+        env = build_env(t, {k: render(val, ctx, v.at(f"build.env.{k}", _line(bnode, "env")))
                             for k, val in benv.items()})
         pre: list[tuple[str, ...]] = []
         for i, c in enumerate(before):
             bk, bl = f"build.before[{i}]", _line(bnode, "before")
             if isinstance(c, str):
-                r = render(c, ctx, lambda m, k=bk, ln=bl: v.d.err(m, k, ln))
+                r = render(c, ctx, v.at(bk, bl))
                 pre.append((r,) if shell else tuple(shlex.split(r)))
             else:
-                pre.append(tuple(render(x, ctx, lambda m, k=bk, ln=bl: v.d.err(m, k, ln)) for x in c))
+                pre.append(tuple(render(x, ctx, v.at(bk, bl)) for x in c))
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
                                project, reproducible))
 
@@ -427,10 +430,9 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
     for t in targets:
         ctx = target_vars(name, t, package)
         ctx["output"] = next(b.output_rel for b in builds if b.target is t)
-        rargs = tuple(render(a, ctx, lambda m: v.d.err(m, "run.args", _line(top.get("run"), "args")))
-                      for a in run.args)
-        renv = {k: render(val, ctx, lambda m, k=k: v.d.err(m, f"run.env.{k}", None))
-                for k, val in run.env.items()}
+        rline = _line(top, "run")
+        rargs = tuple(render(a, ctx, v.at("run.args", rline)) for a in run.args)
+        renv = {k: render(val, ctx, v.at(f"run.env.{k}", rline)) for k, val in run.env.items()}
         if not t.runnable:
             cells.append(Cell(t, "none", Profile("none", builtin=True), "", rargs, renv))
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -113,24 +114,32 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
             except OSError:     # the child may exit without reading its input
                 pass
         threading.Thread(target=feed, daemon=True).start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # A blocking wait plus a timer: Popen.wait(timeout=) polls with sleeps of up to 50 ms, which
+    # would add that much to every cell.
+    fired = threading.Event()
+
+    def on_timeout() -> None:
+        fired.set()
         kill_tree(proc)
+
+    timer = threading.Timer(timeout, on_timeout) if timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
         proc.wait()
     finally:
+        if timer is not None:
+            timer.cancel()
         with _live_lock:
             _live.discard(proc)
+    timed_out = fired.is_set()
     for r in readers:
         r.join(timeout=5)
     for stream in (proc.stdout, proc.stderr, proc.stdin):
         if stream is not None:
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
     rc = proc.returncode
     sig = -rc if rc < 0 else None
     return Result(tuple(argv), None if sig else rc, sig, out.text(), err.text(),
@@ -139,10 +148,8 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group the child leads (it was started in a new session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def kill_all() -> None:

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from .. import platforms, proc
 from ..artifact import inspect, loader_present
@@ -153,22 +154,25 @@ class LocalEngine:
         facts = inspect(artifact)
         native = cell.cpu == ""
         cpu_label = "native" if native else cell.cpu
-        base = {"cell_id": cell.id, "cpu": cpu_label, "artifact": facts}
+
+        def mk(**kw: Any) -> Evidence:
+            return Evidence(cell.id, cpu_label, facts, **kw)
+
         if facts.format == "missing":
-            return Evidence(**base, ran=False, infra="the artifact is missing",
+            return mk(ran=False, infra="the artifact is missing",
                             infra_fix="see the build log")
         host = platforms.host_goarch()
         if native and (facts.format != "elf" or facts.goarch != host):
             # binfmt on this host would hide it; a real machine of the host's arch refuses the file.
-            return Evidence(**base, ran=False, path="static check (native profile)")
+            return mk(ran=False, path="static check (native profile)")
         if facts.interp and not loader_present(rootfs, facts.interp):
-            return Evidence(**base, ran=False, loader_missing=facts.interp,
+            return mk(ran=False, loader_missing=facts.interp,
                             path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
         try:
             bwrap = proc.which("bwrap", BWRAP_FIX)
             qemu = None if native else qemu_binary(cell.target.arch)
         except InfraError as e:
-            return Evidence(**base, ran=False, infra=e.what, infra_fix=e.fix)
+            return mk(ran=False, infra=e.what, infra_fix=e.fix)
         tcg = () if native else tcg_missing_features(cell.target.arch, cell.cpu)
 
         env = dict(run.env)
@@ -201,10 +205,11 @@ class LocalEngine:
         code, sig = r.returncode, r.signal
         if code is not None and code > 128 and code - 128 in _SIGNALS:
             # bwrap reports a child killed by signal N as exit 128+N
-            code, sig = None, code - 128
+            sig = code - 128
+            code = None
         how = (f"bwrap + {os.path.basename(qemu)} -cpu {cell.target.facts.cpu_arg(cell.cpu)}"
                if qemu else "bwrap, native")
-        return Evidence(**base, ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
+        return mk(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
                         duration_s=r.duration_s, timed_out=r.timed_out, emulator=qemu, tcg_missing=tcg,
                         notes=tuple(notes), path=how)
 

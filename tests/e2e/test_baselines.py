@@ -10,7 +10,7 @@ from runner import matrix, platforms
 from runner.classify import classify
 from runner.engines.local import LocalEngine
 from runner.pipeline import build_all
-from runner.plan import Cell, Profile
+from runner.plan import Cell, Profile, RunSpec, Target
 
 pytestmark = pytest.mark.e2e
 
@@ -49,11 +49,8 @@ def engine():
 
 
 def _run(engine, artifacts, spec: str, model: str):
-    plan_target = matrix.parse_target  # keep the parser the CLI uses
-    del plan_target
-    os_, arch, variant = spec.split("/")[0], spec.split("/")[1], (spec.split("/") + [None])[2]
-    from runner.plan import RunSpec, Target
-    t = Target(spec, os_, arch, variant)
+    os_, arch, *rest = spec.split("/")
+    t = Target(spec, os_, arch, rest[0] if rest else None)
     c = Cell(t, "scratch", Profile("baseline", builtin=True), model, ("hello",), {})
     run = RunSpec(("hello",), timeout=120)
     ev = engine.run_cell(c, artifacts[spec], engine.empty_root, run)

@@ -34,7 +34,10 @@ def ev(c: Cell, f: ArtifactFacts, **kw: object) -> Evidence:
     return Evidence(c.id, c.cpu or "native", f, ran=kw.pop("ran", True), **kw)  # type: ignore[arg-type]
 
 
-def verdict(c: Cell, e: Evidence, expect: Expect = Expect(0, None)):
+NO_EXPECTATION = Expect(0, None)
+
+
+def verdict(c: Cell, e: Evidence, expect: Expect = NO_EXPECTATION):
     return classify(c, e, expect, 60)
 
 
