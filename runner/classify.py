@@ -45,6 +45,11 @@ _MUSL_LIB = re.compile(r"Error loading shared library ([^:\s]+): No such file")
 _GLIBC_VER = re.compile(r"version `(GLIBC_[0-9.]+)' not found")
 _MUSL_SYM = re.compile(r"Error relocating [^:]+: ([^:]+): symbol not found")
 _ISA_LEVEL = "CPU ISA level is lower than required"
+# Which of the images/ definitions provides a library (prefix of the soname).
+_LIB_IMAGES = (("libstdc++.so", "distroless-cc"), ("libgcc_s.so", "distroless-cc"),
+               ("libssl.so", "distroless-base"), ("libcrypto.so", "distroless-base"),
+               ("libc.so", "distroless-base"), ("libm.so", "distroless-base"),
+               ("libresolv.so", "distroless-base"), ("libpthread.so", "distroless-base"))
 
 
 def _signame(sig: int) -> str:
@@ -184,8 +189,10 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         what = (f"the loader ran but could not find {', '.join(dict.fromkeys(libs))}" if libs else
                 f"the image's C library is too old: it lacks {', '.join(dict.fromkeys(vers))}" if vers else
                 f"musl could not resolve {', '.join(dict.fromkeys(syms))} (a glibc-only symbol)")
+        provider = next((img for lib in libs for pre, img in _LIB_IMAGES if lib.startswith(pre)), None)
         fix = ("build with CGO_ENABLED=0 for a static binary, or use an image that provides "
                + (", ".join(dict.fromkeys(libs)) if libs else "a newer glibc" if vers else "glibc")
+               + (f" ({provider} has it)" if provider and provider != cell.image else "")
                + ("" if not vers else f" (or build against an older glibc, e.g. cc: zig with "
                   f"{a.goarch}-linux-gnu.2.17)"))
         return Verdict("missing-library", f"{what} (stderr: '{_tail(err, 2)}')", fix)

@@ -8,11 +8,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from . import __version__, proc
-from .errors import ConfigError, Interrupted, XarchError
+from .errors import ConfigError, InfraError, Interrupted, XarchError
 
 SUBCOMMANDS = ("run", "images", "doctor", "explain", "exec", "gha", "report")
 
@@ -53,6 +54,20 @@ def parser() -> argparse.ArgumentParser:
                    help="keep cells whose target/image/profile matches (repeatable)")
     r.add_argument("--shard", type=_shard, metavar="I/N", help="run the I-th of N stable slices of the cells")
     r.add_argument("--list", action="store_true", help="print the plan (builds and cells) and exit")
+
+    im = sub.add_parser("images", help="list, build, locate and prune the runtime images")
+    isub = im.add_subparsers(dest="images_cmd", parser_class=_Parser)
+    isub.add_parser("list", help="the definitions and what is cached (size, fidelity)")
+    ib = isub.add_parser("build", help="build an image's root filesystem for one or all arches")
+    ib.add_argument("name")
+    ib.add_argument("--arch", action="append", default=[],
+                    help="Debian arch (arm64, armel, ...) or GOARCH[/variant] (arm/v6); default: all")
+    ib.add_argument("--refresh", action="store_true", help="update the package lists first")
+    ip = isub.add_parser("path", help="print the cached root directory of an image for an arch")
+    ip.add_argument("name")
+    ip.add_argument("arch")
+    ipr = isub.add_parser("prune", help="remove stale entries (--all: everything)")
+    ipr.add_argument("--all", action="store_true")
     return p
 
 
@@ -68,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ns.cmd is None:
                 ns = parser().parse_args(["run"])
             return cmd_run(ns, console)
+        if ns.cmd == "images":
+            return cmd_images(ns, console)
         raise ConfigError(f"'{ns.cmd}' is not implemented yet", file="command line")
     except XarchError as e:
         err.print(f"[bold red]xrun:[/] {e}", markup=True, highlight=False, soft_wrap=True)
@@ -98,7 +115,6 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     if not plan.cells and not plan.builds:
         raise ConfigError("no cell is left after --only/--shard", file="command line", key="--only")
     if ns.engine == "docker":
-        from .errors import InfraError
         raise InfraError("the docker engine is not available in this version",
                          "use --engine local (the default)")
     from . import console as ui
@@ -123,6 +139,83 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     if res.interrupted:
         raise Interrupted("interrupted; partial results" + (f" written to {ns.json}" if ns.json else ""))
     return 0 if res.passed else 1
+
+
+def _debian_arch(a: str) -> str:
+    """Accept a Debian arch (armel) or a GOARCH[/variant] (arm/v6) and return the Debian arch."""
+    from . import images, platforms
+
+    if a in images.DEBIAN_ARCHES:
+        return a
+    goarch, _, variant = a.partition("/")
+    facts = platforms.ARCHES.get(goarch)
+    deb = facts.debian_arch(variant or None) if facts else None
+    if deb is None:
+        raise ConfigError(f"unknown arch '{a}'; use a Debian arch ({', '.join(images.DEBIAN_ARCHES)}) or "
+                          "GOARCH[/variant]", file="command line", key="--arch")
+    return deb
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cmd_images(ns: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from . import images
+
+    store = images.ImageStore()
+    defs = images.load_definitions()
+    sub = ns.images_cmd or "list"
+    if sub == "list":
+        cached: dict[str, list[images.CachedImage]] = {}
+        for c in store.list():
+            cached.setdefault(c.name, []).append(c)
+        t = Table(show_edge=False)
+        for col in ("image", "stands for", "kind", "cached arches", "size"):
+            t.add_column(col)
+        for name, d in sorted(defs.items()):
+            entries = sorted(cached.get(name, []), key=lambda c: c.arch)
+            kind = "exact (pulled by digest)" if name == "scratch" else "rebuilt equivalent"
+            t.add_row(name, d.reference.image or "-", kind,
+                      ", ".join(c.arch for c in entries) or "-", _size(sum(c.size for c in entries)))
+        console.print(t)
+        for name, d in sorted(defs.items()):
+            console.print(f"[bold]{name}[/]: {d.fidelity}", highlight=False)
+        return 0
+    if sub == "build":
+        if ns.name not in defs:
+            raise ConfigError(f"unknown image '{ns.name}'; known: {', '.join(sorted(defs))}",
+                              file="command line", key="images build")
+        arches = [_debian_arch(a) for a in ns.arch] or list(images.DEBIAN_ARCHES)
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console,
+                      transient=True) as bar:
+            for deb in arches:
+                task = bar.add_task(f"{ns.name}/{deb}", total=None)
+
+                def cb(stage: str, done: int, total: int, task: Any = task, deb: str = deb) -> None:
+                    bar.update(task, description=f"{ns.name}/{deb}: {stage}", completed=done,
+                               total=total or None)
+                root = store.ensure(ns.name, deb, cb, refresh=ns.refresh)
+                bar.remove_task(task)
+                console.print(f"{ns.name}/{deb}: {root}", highlight=False)
+        return 0
+    if sub == "path":
+        root = store.path(ns.name, _debian_arch(ns.arch))
+        if root is None:
+            raise InfraError(f"image {ns.name} for {ns.arch} is not cached",
+                             f"build it: xrun images build {ns.name} --arch {ns.arch}")
+        console.print(str(root), highlight=False, soft_wrap=True)
+        return 0
+    freed = store.prune(all_entries=ns.all)
+    console.print(f"freed {_size(freed)}")
+    return 0
 
 
 def _display(p: Path) -> str:

@@ -59,10 +59,28 @@ def summary(res: RunResult) -> dict[str, int]:
             "planned_cells": len(res.plan.cells)}
 
 
+def images_json(names: list[str]) -> dict[str, Any]:
+    """Per image used: whether it is the exact image or a rebuilt equivalent, and what differs."""
+    from .images import load_definitions
+
+    try:
+        defs = load_definitions()
+    except Exception as e:  # a broken definition must not cost the report
+        return {n: {"error": str(e)} for n in names}
+    out: dict[str, Any] = {}
+    for n in names:
+        d = defs.get(n)
+        if d is not None:
+            out[n] = {"exact": False, "reference": d.reference.image, "digest": d.reference.digest,
+                      "fidelity": d.fidelity}
+    return out
+
+
 def to_json(res: RunResult, matrix_display: str) -> dict[str, Any]:
     base = res.plan.project
+    used = list(dict.fromkeys(c.image for c in res.plan.cells if c.image != "none"))
     return {"version": 1, "matrix": matrix_display, "xarch": __version__, "engine": res.engine,
-            "interrupted": res.interrupted,
+            "interrupted": res.interrupted, "images": images_json(used),
             "builds": [build_json(b, base) for b in res.builds],
             "cells": [cell_json(c) for c in res.cells],
             "summary": summary(res)}
