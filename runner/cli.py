@@ -207,11 +207,11 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
                 console.print(f"{ns.name}/{deb}: {root}", highlight=False)
         return 0
     if sub == "path":
-        root = store.path(ns.name, _debian_arch(ns.arch))
-        if root is None:
+        found = store.path(ns.name, _debian_arch(ns.arch))
+        if found is None:
             raise InfraError(f"image {ns.name} for {ns.arch} is not cached",
                              f"build it: xrun images build {ns.name} --arch {ns.arch}")
-        console.print(str(root), highlight=False, soft_wrap=True)
+        console.print(str(found), highlight=False, soft_wrap=True)
         return 0
     freed = store.prune(all_entries=ns.all)
     console.print(f"freed {_size(freed)}")
