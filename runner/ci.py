@@ -24,9 +24,14 @@ def in_github_actions(env: Mapping[str, str] = os.environ) -> bool:
     return env.get("GITHUB_ACTIONS") == "true"
 
 
+def _utf8(s: str) -> str:
+    """`s` without lone surrogates (undecodable process output in a report loaded from JSON)."""
+    return s.encode("utf-8", "replace").decode("utf-8")
+
+
 def escape_data(s: str) -> str:
     """A workflow command's message, escaped as @actions/core does."""
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return _utf8(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def escape_property(s: str) -> str:
@@ -199,9 +204,10 @@ def step_summary_markdown(report: Mapping[str, Any]) -> str:
         out.append("")
     if cells:
         out += [*_grid(cells), ""]
-    text = "\n".join(out)
+    text = _utf8("\n".join(out))
     failures = [_failure("build", str(b["target"]), b) for b in bad_builds]
     failures += [_failure("cell", str(c["id"]), c) for c in bad_cells]
+    failures = [_utf8(f) for f in failures]
     if failures:
         text += "\n### Failures\n\n"
     for n, f in enumerate(failures):

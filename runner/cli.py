@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="build and run a matrix (the default command)")
     r.add_argument("matrix", nargs="?", default="matrix.yaml")
     r.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    r.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here (a testcase per cell and build)")
+    r.add_argument("--html", metavar="PATH", help="write a self-contained HTML grid here")
     r.add_argument("--engine", choices=("local", "docker"), default="local")
     r.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N")
     r.add_argument("--only", type=_only, action="append", default=[], metavar="KEY=GLOB",
@@ -78,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False)
     err = Console(stderr=True, highlight=False)
     try:
+        if args_in and args_in[0] == "explain":
+            from .explain import main_explain
+
+            return main_explain(args_in[1:])
         ns = parser().parse_args(args_in or ["run"])
         if ns.cmd in (None, "run"):
             if ns.cmd is None:
@@ -97,7 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     from . import matrix as matrix_mod
-    from . import report
     from .engines.local import LocalEngine
     from .pipeline import RunResult, execute
 
@@ -133,8 +138,7 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
         res.interrupted = True
     finally:
         signal.signal(signal.SIGTERM, old)
-        if ns.json:
-            report.write_json(res, ns.json, _display(plan.matrix_path))
+        _write_reports(ns, res)
     ui.render(console, res)
     if res.interrupted:
         raise Interrupted("interrupted; partial results" + (f" written to {ns.json}" if ns.json else ""))
@@ -216,6 +220,30 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
     freed = store.prune(all_entries=ns.all)
     console.print(f"freed {_size(freed)}")
     return 0
+
+
+def _write_reports(ns: argparse.Namespace, res: Any) -> None:
+    """JSON, JUnit, HTML and the CI provider's output, from one report dict (also on interrupt)."""
+    from . import ci, html, junit, report
+
+    shown = _display(res.plan.matrix_path)
+    d = report.to_json(res, shown)
+    if ns.json:
+        report.write_json_dict(d, ns.json)
+    if ns.junit:
+        junit.write_junit(d, ns.junit)
+    if ns.html:
+        html.write_html(d, ns.html)
+    ci.emit(d, _workspace_relative(res.plan.matrix_path), dict(res.plan.target_lines))
+
+
+def _workspace_relative(p: Path) -> str:
+    """The matrix path as GitHub annotations want it: relative to the workspace (else the cwd)."""
+    base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    try:
+        return str(p.resolve().relative_to(base))
+    except ValueError:
+        return str(p)
 
 
 def _display(p: Path) -> str:

@@ -172,7 +172,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as f:
+        # errors="replace": a report loaded from JSON may hold lone surrogates from undecodable output
+        with open(tmp, "x", encoding="utf-8", errors="replace") as f:
             f.write(text)
         os.replace(tmp, p)
     except BaseException:

@@ -53,8 +53,10 @@ def cell_json(r: CellResult) -> dict[str, Any]:
 
 def summary(res: RunResult) -> dict[str, int]:
     xf = sum(1 for c in res.cells if c.cell.xfail and c.passed)
-    ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail)
-    return {"cells": len(res.cells), "ok": ok, "failed": len(res.cells) - ok - xf, "xfail": xf,
+    nr = sum(1 for c in res.cells if c.passed and c.verdict.verdict == "not-runnable")
+    ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail) - nr
+    return {"cells": len(res.cells), "ok": ok, "failed": len(res.cells) - ok - xf - nr, "xfail": xf,
+            "not_runnable": nr,
             "builds_failed": sum(1 for b in res.builds if b.verdict != "ok"),
             "planned_cells": len(res.plan.cells)}
 
@@ -88,10 +90,16 @@ def to_json(res: RunResult, matrix_display: str) -> dict[str, Any]:
 
 def write_json(res: RunResult, path: str | Path, matrix_display: str) -> None:
     """Write atomically, so a reader (or an interrupt) never sees half a report."""
+    write_json_dict(to_json(res, matrix_display), path)
+
+
+def write_json_dict(report: dict[str, Any], path: str | Path) -> None:
+    """Write a report dict atomically."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+    os.fchmod(fd, 0o644)    # mkstemp makes 0600; a published report must be readable
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(to_json(res, matrix_display), f, indent=2)
+        json.dump(report, f, indent=2)
         f.write("\n")
     os.replace(tmp, p)

@@ -73,7 +73,7 @@ def test_alpine_has_the_musl_loader_and_busybox_but_no_glibc(store: ImageStore, 
     assert "nobody" in (root / "etc/group").read_text()
     assert "alpine-like" in (root / "etc/os-release").read_text()
     m = _manifest(root)
-    assert [p["name"] for p in m["packages"]] == ["musl", "busybox-static"]  # type: ignore[index,union-attr]
+    assert [p["name"] for p in m["packages"]] == ["musl", "busybox-static", "ca-certificates"]  # type: ignore[index,union-attr]
     assert m["exact"] is False and m["arch"] == arch
 
 

@@ -1,0 +1,299 @@
+"""`pytest --xarch`: every matrix cell as a pytest item, plus the `xarch_cell` fixture.
+
+Thin by design: options, configure and collection hooks; the logic lives in XarchSession, which
+calls the same stages as `xrun` (matrix.load -> build -> engine -> classify). Under pytest-xdist
+each worker has its own XarchSession; builds and images are shared through the on-disk caches and
+their file locks, so each artifact and each image is built once for the whole session.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import matrix as matrix_mod
+from . import proc
+from .build import BuildResult, output_excludes, run_build, tree_digest
+from .classify import Verdict, classify
+from .engines import Evidence
+from .errors import ConfigError, InfraError
+from .plan import Cell, Expect, Plan, RunSpec
+
+_KEY = pytest.StashKey["XarchSession"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("xarch", "xarch: run a cross-build matrix as tests")
+    g.addoption("--xarch", nargs="?", const="", default=None, metavar="MATRIX",
+                help="collect every cell of MATRIX (default: matrix.yaml in the rootdir) as a test; "
+                     "write --xarch=PATH when positional arguments follow")
+    g.addoption("--xarch-engine", default="local", choices=("local", "docker"), help="engine for cells")
+    g.addoption("--xarch-only", action="append", default=[], metavar="KEY=GLOB",
+                help="keep cells whose target/image/profile matches (repeatable)")
+    parser.addini("xarch_matrix", "default matrix for --xarch and the xarch_cell fixture", default="matrix.yaml")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xarch(targets=None, images=None, profiles=None): run this test once "
+                                       "per matching matrix cell through the xarch_cell fixture")
+    opt = config.getoption("--xarch")
+    sess = XarchSession(config, _matrix_path(config, opt), enabled=opt is not None)
+    config.stash[_KEY] = sess
+    if opt is not None:
+        sess.plan()     # a bad matrix is a usage error now, not a collection crash later
+        m = str(sess.matrix_path)
+        if not any(str(Path(a.split("::")[0]).resolve()) == m for a in config.args):
+            config.args.append(m)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    sess = config.stash.get(_KEY, None)
+    if sess is not None:
+        sess.close()
+
+
+def _matrix_path(config: pytest.Config, opt: str | None) -> Path:
+    raw = opt or str(config.getini("xarch_matrix"))
+    p = Path(raw)
+    return (p if p.is_absolute() else Path(config.rootpath) / p).resolve()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    sess = parent.config.stash.get(_KEY, None)
+    if sess is not None and sess.enabled and file_path.resolve() == sess.matrix_path:
+        return MatrixFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CellFailed(Exception):
+    """A cell's verdict was not what the matrix expects."""
+
+    def __init__(self, cell: Cell, verdict: Verdict, ev: Evidence | None) -> None:
+        super().__init__(verdict.verdict)
+        self.cell, self.verdict, self.ev = cell, verdict, ev
+
+
+class XfailMismatch(CellFailed):
+    """An xfail cell failed, but with another verdict than the one the matrix names."""
+
+
+class MatrixFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        sess = self.config.stash[_KEY]
+        for cell in sess.plan().cells:
+            item = CellItem.from_parent(self, name=cell.id, cell=cell)
+            if cell.xfail:
+                item.add_marker(pytest.mark.xfail(strict=True, raises=CellFailed,
+                                                  reason=f"matrix xfail: {cell.xfail}"))
+            yield item
+
+
+class CellItem(pytest.Item):
+    def __init__(self, *, cell: Cell, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cell = cell
+
+    def runtest(self) -> None:
+        sess = self.config.stash[_KEY]
+        verdict, ev = sess.run_cell(self.cell, sess.plan().run)
+        if self.cell.xfail:
+            if verdict.verdict == self.cell.xfail:
+                raise CellFailed(self.cell, verdict, ev)        # the expected failure -> xfailed
+            if not verdict.ok:
+                raise XfailMismatch(self.cell, verdict, ev)
+            return                                              # ok -> strict XPASS -> failed
+        if not verdict.ok:
+            raise CellFailed(self.cell, verdict, ev)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        e = excinfo.value
+        if isinstance(e, CellFailed):
+            return _describe(e)
+        if isinstance(e, InfraError):
+            return f"infra-error: {e.what}\n  fix: {e.fix}"
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        sess = self.config.stash[_KEY]
+        line = sess.plan().target_lines.get(self.cell.target.spec)
+        return self.path, (line - 1) if line else None, f"xarch cell {self.cell.id}"
+
+
+def _describe(e: CellFailed) -> str:
+    v, ev = e.verdict, e.ev
+    head = f"{e.cell.id}: {v.verdict}"
+    if isinstance(e, XfailMismatch):
+        head += f" (the matrix expects {e.cell.xfail})"
+    lines = [head]
+    if v.explanation:
+        lines.append(f"  {v.explanation}")
+    if v.fix:
+        lines.append(f"  fix: {v.fix}")
+    if ev is not None:
+        lines.append(f"  cpu: {ev.cpu}; started as: {ev.path}")
+        for name, text in (("stdout", ev.stdout), ("stderr", ev.stderr)):
+            if text.strip():
+                tail = "\n".join(text.strip().splitlines()[-15:])
+                lines.append(f"  --- {name} (tail) ---\n" + "\n".join("  " + ln for ln in tail.splitlines()))
+    return "\n".join(lines)
+
+
+@dataclass
+class CellRun:
+    """What one run of a cell's binary did: the fixture's return value."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    signal: int | None
+    verdict: str
+    explanation: str | None
+    fix: str | None
+
+
+class CellHandle:
+    """The `xarch_cell` fixture: one matrix cell, with its built artifact, runnable with your args."""
+
+    def __init__(self, sess: XarchSession, cell: Cell) -> None:
+        self._sess = sess
+        self.cell = cell
+        self.id = cell.id
+
+    @property
+    def artifact(self) -> Path:
+        b = self._sess.build(self.cell)
+        if b.artifact is None:
+            pytest.fail(f"{self.cell.target.spec}: {b.verdict}: {b.explanation}", pytrace=False)
+        return b.artifact
+
+    def run(self, args: Sequence[str] = (), *, stdin: str | None = None, env: dict[str, str] | None = None,
+            timeout: float | None = None, expect_exit: int = 0, expect_stdout: str | None = None) -> CellRun:
+        plan_run = self._sess.plan().run
+        spec = RunSpec(tuple(args), {**plan_run.env, **(env or {})}, stdin,
+                       timeout if timeout is not None else plan_run.timeout,
+                       Expect(expect_exit, expect_stdout))
+        cell = Cell(self.cell.target, self.cell.image, self.cell.profile, self.cell.cpu, tuple(args),
+                    dict(self.cell.env))
+        v, ev = self._sess.run_cell(cell, spec)
+        return CellRun(ev.stdout if ev else "", ev.stderr if ev else "", ev.exit_code if ev else None,
+                       ev.signal if ev else None, v.verdict, v.explanation, v.fix)
+
+
+class XarchSession:
+    """Per-process state: the plan, memoised builds and image roots, one engine."""
+
+    def __init__(self, config: pytest.Config, matrix_path: Path, enabled: bool) -> None:
+        self.config = config
+        self.matrix_path = matrix_path
+        self.enabled = enabled
+        self._plan: Plan | None = None
+        self._builds: dict[str, BuildResult] = {}
+        self._digest: str | None = None
+        self._engine: Any = None
+        self._roots: Any = None
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            try:
+                plan = matrix_mod.load(self.matrix_path)
+                only = [_only(s) for s in self.config.getoption("--xarch-only")]
+                self._plan = matrix_mod.select(plan, only)
+            except ConfigError as e:
+                raise pytest.UsageError(f"xarch: {e}") from None
+        return self._plan
+
+    def build(self, cell: Cell) -> BuildResult:
+        spec = cell.target.spec
+        if spec not in self._builds:
+            plan = self.plan()
+            if self._digest is None:
+                self._digest = tree_digest(plan.project, output_excludes(plan.builds))
+            job = next(b for b in plan.builds if b.target.spec == spec)
+            self._builds[spec] = run_build(job, self._digest)
+        return self._builds[spec]
+
+    def _engine_ready(self) -> Any:
+        if self._engine is None:
+            from .engines.local import LocalEngine
+            from .pipeline import RootfsProvider
+
+            if self.config.getoption("--xarch-engine") != "local":
+                raise InfraError("the docker engine is not available in this version", "use --xarch-engine local")
+            proc.reset()
+            eng = LocalEngine().__enter__()
+            try:
+                eng.preflight(self.plan().cells)
+            except BaseException:
+                eng.__exit__(None, None, None)
+                raise
+            self._engine = eng
+            self._roots = RootfsProvider(eng.empty_root)
+        return self._engine
+
+    def run_cell(self, cell: Cell, run: RunSpec) -> tuple[Verdict, Evidence | None]:
+        b = self.build(cell)
+        if not b.runnable or b.artifact is None:
+            return Verdict(b.verdict, f"the build of {cell.target.spec} failed: {b.explanation}", b.fix), None
+        if not cell.target.runnable:
+            from .artifact import inspect
+            ev = Evidence(cell.id, "-", inspect(b.artifact), ran=False)
+            return classify(cell, ev, run.expect, run.timeout), ev
+        engine = self._engine_ready()
+        root = self._roots.get(cell)
+        ev = engine.run_cell(cell, b.artifact, root, run)
+        return classify(cell, ev, run.expect, run.timeout), ev
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.__exit__(None, None, None)
+            self._engine = None
+
+
+def _only(s: str) -> tuple[str, str]:
+    key, sep, glob = s.partition("=")
+    if not sep or key not in ("target", "image", "profile"):
+        raise ConfigError(f"--xarch-only '{s}' is not KEY=GLOB with KEY one of target, image, profile")
+    return key, glob
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "xarch_cell" not in metafunc.fixturenames:
+        return
+    sess: XarchSession = metafunc.config.stash[_KEY]
+    if not sess.matrix_path.is_file():
+        metafunc.parametrize("xarch_cell", [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"xarch: no matrix at {sess.matrix_path} (pass --xarch=PATH)"))], indirect=True)
+        return
+    mark = metafunc.definition.get_closest_marker("xarch")
+    sel: dict[str, Any] = dict(mark.kwargs) if mark else {}
+    cells = [c for c in sess.plan().cells if c.target.runnable and _selected(c, sel)]
+    if not cells:
+        metafunc.parametrize("xarch_cell", [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"xarch: no cell matches {sel}"))], indirect=True)
+        return
+    metafunc.parametrize("xarch_cell", [c.id for c in cells], indirect=True, ids=[c.id for c in cells])
+
+
+def _selected(c: Cell, sel: dict[str, Any]) -> bool:
+    vals = {"targets": c.target.spec, "images": c.image, "profiles": c.profile.name}
+    for key, pats in sel.items():
+        if key not in vals:
+            raise pytest.UsageError(f"@pytest.mark.xarch: unknown key {key!r} (targets, images, profiles)")
+        pats = [pats] if isinstance(pats, str) else list(pats or [])
+        if pats and not any(fnmatch.fnmatchcase(vals[key], p) for p in pats):
+            return False
+    return True
+
+
+@pytest.fixture
+def xarch_cell(request: pytest.FixtureRequest) -> CellHandle:
+    """One matrix cell (parametrised over the cells the test's xarch marker selects)."""
+    sess: XarchSession = request.config.stash[_KEY]
+    cid = request.param
+    cell = next(c for c in sess.plan().cells if c.id == cid)
+    return CellHandle(sess, cell)
