@@ -8,14 +8,18 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
 from . import proc
 from .artifact import ArtifactFacts, check_against_target, inspect
+from .diagnose import Cause, build_cause
 from .errors import InfraError
+from .matrix import REPRO_OUTPUT
 from .plan import BuildJob
 
 LOG_TAIL = 16 * 1024
@@ -88,6 +92,9 @@ def build_environ(job: BuildJob) -> dict[str, str]:
         else:
             env[k] = v
     env["PATH"] = go_bin_dir() + os.pathsep + env.get("PATH", "")
+    if job.target.cc == "zig":
+        # one zig cache for every target and run: its libc and compiler-rt builds are the slow part
+        env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(cache_dir() / "zig"))
     return env
 
 
@@ -145,6 +152,11 @@ def _run(argv: tuple[str, ...], shell: bool, env: dict[str, str], cwd: Path) -> 
 
 def run_build(job: BuildJob, digest: str) -> BuildResult:
     """Build one target (or reuse an intact artifact whose inputs are unchanged) and check it."""
+    if job.prebuilt:
+        if not job.output.is_file():
+            return _failed(job, "", 0.0, f"the prebuilt artifact {job.output} does not exist",
+                           fix="run the release build (e.g. goreleaser build --snapshot) first")
+        return _check(job, f"prebuilt: {job.output}", 0.0, cached=True)
     stamps = cache_dir() / "builds"
     stamps.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(str(job.output).encode()).hexdigest()[:24]
@@ -157,7 +169,7 @@ def run_build(job: BuildJob, digest: str) -> BuildResult:
             except (OSError, ValueError):
                 st = {}
             if st.get("key") == key and st.get("sha256") == _file_sha256(job.output):
-                return _check(job, st.get("log", ""), 0.0, cached=True)
+                return _check(job, st.get("log", ""), 0.0, cached=True, repro=st.get("repro"))
         env = build_environ(job)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         logs: list[str] = []
@@ -176,31 +188,103 @@ def run_build(job: BuildJob, digest: str) -> BuildResult:
         logs.append(f"$ {' '.join(job.argv)}\n{r.stdout}{r.stderr}")
         log = "\n".join(logs)[-LOG_TAIL:]
         if r.returncode != 0:
-            return _failed(job, log, total, f"the build command failed with {_status(r)}")
+            cause = build_cause(job, log)
+            return _failed(job, log, total, f"the build command failed with {_status(r)}", cause=cause)
         if not job.output.is_file():
             return _failed(job, log, total, f"the build command succeeded but wrote no {job.output_rel}",
                            fix="make the command write to {{ output }} (the rendered build.output)")
-        stamp.write_text(json.dumps({"key": key, "sha256": _file_sha256(job.output), "log": log}))
-        return _check(job, log, total)
+        repro = None
+        if job.reproducible:
+            repro, rlog = check_reproducible(job, env)
+            log = (log + "\n" + rlog)[-LOG_TAIL:]
+        stamp.write_text(json.dumps({"key": key, "sha256": _file_sha256(job.output), "log": log,
+                                     "repro": repro}))
+        return _check(job, log, total, repro=repro)
 
 
 def _status(r: proc.Result) -> str:
     return f"signal {r.signal}" if r.signal else f"exit status {r.returncode}"
 
 
-def _failed(job: BuildJob, log: str, dur: float, what: str, fix: str | None = None) -> BuildResult:
+def _failed(job: BuildJob, log: str, dur: float, what: str, fix: str | None = None,
+            cause: Cause | None = None) -> BuildResult:
     tail = "\n".join(log.strip().splitlines()[-6:])
+    if cause is not None:
+        return BuildResult(job, "build-failed", cause.cause, None, None, dur,
+                           f"{cause.explanation}; the log ends with:\n{tail}", cause.fix, log)
     return BuildResult(job, "build-failed", "other", None, None, dur,
                        f"{what}; the log ends with:\n{tail}",
                        fix or "read the build log (in the report's `log`); run the same command with the "
                               "same GOOS/GOARCH to reproduce", log)
 
 
-def _check(job: BuildJob, log: str, dur: float, cached: bool = False) -> BuildResult:
+def _check(job: BuildJob, log: str, dur: float, cached: bool = False,
+           repro: dict[str, Any] | None = None) -> BuildResult:
     facts = inspect(job.output)
     t = job.target
     mm = check_against_target(facts, t.os, t.arch, t.variant)
+    same = repro.get("same") if repro else None
     if mm is not None:
-        return BuildResult(job, "artifact-mismatch", None, job.output, None, dur, mm.explanation, mm.fix,
+        return BuildResult(job, "artifact-mismatch", None, job.output, same, dur, mm.explanation, mm.fix,
                            log, cached, facts)
-    return BuildResult(job, "ok", None, job.output, None, dur, None, None, log, cached, facts)
+    if repro and not repro.get("same"):
+        return BuildResult(job, "ok", None, job.output, False, dur, repro.get("explanation"), repro.get("fix"),
+                           log, cached, facts)
+    return BuildResult(job, "ok", None, job.output, same, dur, None, None, log, cached, facts)
+
+
+def check_reproducible(job: BuildJob, env: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """Build again from a copy of the project at another absolute path; compare the bytes."""
+    with tempfile.TemporaryDirectory(prefix="xarch-repro-") as tmp:
+        copy = Path(tmp) / "elsewhere" / job.cwd.name
+        excl = output_excludes((job,))
+        shutil.copytree(job.cwd, copy, symlinks=True,
+                        ignore=lambda d, names: [n for n in names if (Path(d) / n).resolve() in excl])
+        out2 = Path(tmp) / "second" / job.output.name
+        out2.parent.mkdir()
+        argv = tuple(a.replace(REPRO_OUTPUT, str(out2)) for a in job.repro_argv)
+        r = _run(argv, job.shell, env, copy)
+        log = f"$ (reproducibility, in {copy}) {' '.join(argv)}\n{r.stdout}{r.stderr}"
+        if r.returncode != 0 or not out2.is_file():
+            return ({"same": False, "explanation": f"the second build (from {copy}) failed with {_status(r)}",
+                     "fix": "make the build independent of the checkout location"}, log)
+        a, b = job.output.read_bytes(), out2.read_bytes()
+        if a == b:
+            return {"same": True}, log
+        return _why_different(job, a, b, str(copy)), log
+
+
+def _why_different(job: BuildJob, a: bytes, b: bytes, other_dir: str) -> dict[str, Any]:
+    """Name what differs between two builds of the same inputs, and the flags that remove it."""
+    from .buildinfo import read_build_info
+
+    reasons, fixes = [], []
+    if str(job.cwd).encode() in a or other_dir.encode() in b:
+        reasons.append(f"embedded source paths ({job.cwd} vs {other_dir})")
+        fixes.append("-trimpath")
+    with tempfile.TemporaryDirectory() as t:
+        pa, pb = Path(t) / "a", Path(t) / "b"
+        pa.write_bytes(a)
+        pb.write_bytes(b)
+        ia, ib = read_build_info(pa), read_build_info(pb)
+    if ia and ib:
+        va = {k: v for k, v in ia.settings.items() if k.startswith("vcs")}
+        vb = {k: v for k, v in ib.settings.items() if k.startswith("vcs")}
+        if va != vb:
+            reasons.append(f"the VCS stamp ({', '.join(sorted(set(va) | set(vb)))} differ: one checkout has "
+                           "version-control metadata, the other not or another state)")
+        if va or vb:
+            # identical here, but a dirty tree or a shallow clone on another builder changes it
+            fixes.append("-buildvcs=false")
+        if ia.settings.get("-ldflags") != ib.settings.get("-ldflags"):
+            reasons.append("the recorded -ldflags")
+    if b"Go build ID" in a or b"\xff Go buildinf" in a:
+        if not reasons or "-trimpath" not in fixes:
+            reasons.append("the Go build ID (it hashes the inputs, so any difference above changes it too)")
+        fixes.append("-ldflags=-buildid=")
+    fixes_s = " ".join(dict.fromkeys(fixes))
+    return {"same": False,
+            "explanation": f"two builds of the same inputs from different directories differ ({len(a)} vs "
+                           f"{len(b)} bytes): " + "; ".join(reasons or ["unknown bytes (timestamps?)"]),
+            "fix": f"build with {fixes_s} and pin the toolchain (a `toolchain go1.x.y` line in go.mod, "
+                   "GOTOOLCHAIN=local)"}

@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
                    help="keep cells whose target/image/profile matches (repeatable)")
     r.add_argument("--shard", type=_shard, metavar="I/N", help="run the I-th of N stable slices of the cells")
     r.add_argument("--list", action="store_true", help="print the plan (builds and cells) and exit")
+    r.add_argument("--from-goreleaser", metavar="ARTIFACTS_JSON",
+                   help="take targets and artifacts from goreleaser's dist/artifacts.json instead of building")
 
     im = sub.add_parser("images", help="list, build, locate and prune the runtime images")
     isub = im.add_subparsers(dest="images_cmd", parser_class=_Parser)
@@ -84,6 +86,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .explain import main_explain
 
             return main_explain(args_in[1:])
+        if args_in and args_in[0] == "report":
+            from .merge import main_report
+
+            return main_report(args_in[1:])
+        if args_in and args_in[0] == "gha":
+            from .gha import main_gha
+
+            return main_gha(args_in[1:])
+        if args_in and args_in[0] == "doctor":
+            from .doctor import main_doctor
+
+            return main_doctor(args_in[1:])
         ns = parser().parse_args(args_in or ["run"])
         if ns.cmd in (None, "run"):
             if ns.cmd is None:
@@ -108,7 +122,18 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
 
     if ns.jobs < 1:
         raise ConfigError(f"-j must be at least 1, got {ns.jobs}", file="command line", key="-j")
-    plan = matrix_mod.load(ns.matrix)
+    prebuilt = None
+    if ns.from_goreleaser:
+        from .goreleaser import targets_from_goreleaser
+
+        skipped: list[str] = []
+        prebuilt = dict(targets_from_goreleaser(ns.from_goreleaser, skipped=skipped))
+        for why in skipped:
+            Console(stderr=True).print(f"[yellow]xrun:[/] skipped from {ns.from_goreleaser}: {why}",
+                                       highlight=False)
+        if not prebuilt:
+            raise ConfigError("no binary artifact xarch can run", file=ns.from_goreleaser)
+    plan = matrix_mod.load(ns.matrix, prebuilt=prebuilt)
     plan = matrix_mod.select(plan, ns.only, ns.shard)
     if ns.list:
         for b in plan.builds:
@@ -119,6 +144,9 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
         return 0
     if not plan.cells and not plan.builds:
         raise ConfigError("no cell is left after --only/--shard", file="command line", key="--only")
+    from .doctor import preflight
+
+    preflight(plan, ns.engine)   # a missing emulator, sandbox or toolchain fails fast, exit 3
     if ns.engine == "docker":
         raise InfraError("the docker engine is not available in this version",
                          "use --engine local (the default)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import sys
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext 
 CELL_VERDICTS = ("ok", "exit-status", "wrong-output", "exec-format-error", "missing-loader",
                  "missing-library", "unsupported-cpu", "emulation-unsupported", "crashed", "timeout",
                  "not-runnable", "infra-error")
+REPRO_OUTPUT = "@XARCH_REPRO_OUTPUT@"   # replaced by a path in the project's copy
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 
 _TOP_KEYS = ("name", "project", "package", "build", "targets", "images", "profiles", "run",
@@ -200,12 +202,25 @@ def build_env(t: Target, base: Mapping[str, str]) -> dict[str, str]:
             env[a.level_var] = ""
     if facts.level_var and t.variant:
         env[facts.level_var] = facts.env_value(t.variant)
+    if t.cc == "zig":
+        from .diagnose import zig_cpu_flags, zig_triple
+
+        zig = f"{shlex.quote(sys.executable)} -m ziglang"
+        triple = zig_triple(t.arch, t.variant, t.libc)
+        flags = zig_cpu_flags(t.arch, t.variant)
+        env["CC"] = f"{zig} cc -target {triple} {flags}".strip()
+        env["CXX"] = f"{zig} c++ -target {triple} {flags}".strip()
     env.update(t.env)
     return env
 
 
-def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
-    """Read, validate and expand a matrix file into a Plan. Raises ConfigError (exit 2)."""
+def load(path: str | Path, *, images: Collection[str] | None = None,
+         prebuilt: Mapping[str, Path] | None = None) -> Plan:
+    """Read, validate and expand a matrix file into a Plan. Raises ConfigError (exit 2).
+
+    `prebuilt` (target spec -> artifact, e.g. from goreleaser) replaces the matrix's targets and
+    builds: those files are checked and run as they are.
+    """
     p = Path(path)
     file = str(path)
     try:
@@ -267,6 +282,9 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
         before = [v.command(c, f"build.before[{i}]", _line(bseq, i)) for i, c in enumerate(bseq)]
 
     # targets
+    if prebuilt is not None:
+        seq = CommentedSeq(list(prebuilt))
+        top["targets"] = seq
     if "targets" not in top:
         raise v.d.err("is required: a list such as [linux/amd64, linux/arm/v6]", "targets", 1)
     tseq = v.seq(top["targets"], "targets", _line(top, "targets"))
@@ -278,8 +296,9 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
         key, line = f"targets[{i}]", _line(tseq, i)
         env: dict[str, str] = {}
         cc = None
+        libc = None
         if isinstance(item, CommentedMap):
-            v.mapping(item, key, line, ("target", "env", "cc"))
+            v.mapping(item, key, line, ("target", "env", "cc", "libc"))
             if "target" not in item:
                 raise v.d.err("needs 'target: os/arch[/variant]'", key, line)
             spec = v.string(item["target"], f"{key}.target", _line(item, "target"))
@@ -289,13 +308,21 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
                 if cc != "zig":
                     raise v.d.err(f"unknown C cross compiler '{cc}'; supported: zig", f"{key}.cc",
                                   _line(item, "cc"))
+            if "libc" in item:
+                libc = v.string(item["libc"], f"{key}.libc", _line(item, "libc"))
+                if cc != "zig":
+                    raise v.d.err("needs cc: zig (it picks the C library zig links against)", f"{key}.libc",
+                                  _line(item, "libc"))
+                if not re.match(r"^(musl|gnu(\.2\.\d+)?)$", libc):
+                    raise v.d.err(f"'{libc}' is not musl, gnu or gnu.2.NN (e.g. gnu.2.17)", f"{key}.libc",
+                                  _line(item, "libc"))
         else:
             spec = v.string(item, key, line)
         os_, arch_, variant = parse_target(spec, v, key, line)
         if spec in seen:
             raise v.d.err(f"'{spec}' is listed twice (also targets[{seen[spec]}])", key, line)
         seen[spec] = i
-        targets.append(Target(spec, os_, arch_, variant, env, cc, line))
+        targets.append(Target(spec, os_, arch_, variant, env, cc, line, libc))
 
     # images
     known = list(images) if images is not None else known_images()
@@ -422,8 +449,22 @@ def load(path: str | Path, *, images: Collection[str] | None = None) -> Plan:
                 pre.append((r,) if shell else tuple(shlex.split(r)))
             else:
                 pre.append(tuple(render(x, ctx, v.at(bk, bl)) for x in c))
+        repro: tuple[str, ...] = ()
+        if reproducible:
+            rctx = {**ctx, "output": REPRO_OUTPUT}
+            if isinstance(command, str):
+                rr = render(command, rctx, v.at(ckey, cline))
+                repro = (rr,) if shell else tuple(shlex.split(rr))
+            else:
+                repro = tuple(render(c, rctx, v.at(ckey, cline)) for c in command)
+            if REPRO_OUTPUT not in " ".join(repro):
+                raise v.d.err("build.reproducible needs the command to write to {{ output }}", ckey, cline)
+        if prebuilt is not None:
+            art = Path(prebuilt[t.spec]).resolve()
+            builds.append(BuildJob(t, (), False, env, (), art, str(art), project, False, (), prebuilt=True))
+            continue
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
-                               project, reproducible))
+                               project, reproducible, repro))
 
     # cells
     cells: list[Cell] = []

@@ -45,7 +45,9 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return (not self.interrupted and all(b.verdict == "ok" for b in self.builds)
+        # a build asked to be reproducible and found not to be fails the run, with its explanation
+        return (not self.interrupted and all(b.verdict == "ok" and b.reproducible is not False
+                                             for b in self.builds)
                 and all(c.passed for c in self.cells)
                 and len(self.cells) == len(self.plan.cells))
 

@@ -20,6 +20,7 @@ class Target:
     env: Mapping[str, str] = field(default_factory=dict)
     cc: str | None = None
     line: int | None = None
+    libc: str | None = None     # with cc: zig: "musl" (static, the default) or "gnu.2.17"-style
 
     @property
     def facts(self) -> platforms.Arch:
@@ -80,6 +81,9 @@ class BuildJob:
     output_rel: str
     cwd: Path
     reproducible: bool
+    # the command rendered with the output inside a copy of the project (build.reproducible)
+    repro_argv: tuple[str, ...] = ()
+    prebuilt: bool = False      # the artifact comes from elsewhere (goreleaser): check and run it only
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform as _platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 
@@ -43,6 +43,7 @@ class Arch:
     cpu_check_off: bool = False  # qemu accepts -cpu MODEL,check=off (x86 only)
     glibc_loader: str | None = None
     musl_loader: str | None = None
+    zig: str | None = None      # zig's name for the arch in -target ARCH-linux-ABI
 
     def env_value(self, level: str) -> str:
         """The value of level_var for a variant (GOARM wants "6", not "v6")."""
@@ -163,6 +164,12 @@ ARCHES: Mapping[str, Arch] = MappingProxyType({a.goarch: a for a in (
          {"softfloat": "24Kf", "hardfloat": "24Kf"}),
     Arch("wasm", "wasm", "", 32, "little", None, None, (), None),
 )})
+
+
+_ZIG = {"amd64": "x86_64", "386": "x86", "arm": "arm", "arm64": "aarch64", "ppc64le": "powerpc64le",
+        "ppc64": "powerpc64", "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el",
+        "mips64": "mips64", "mipsle": "mipsel", "mips": "mips"}
+ARCHES = MappingProxyType({k: replace(a, zig=_ZIG.get(k)) for k, a in ARCHES.items()})
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,34 @@ def _procs_with(marker: str) -> list[str]:
             except OSError:
                 pass
     return found
+
+
+def test_from_goreleaser_runs_the_release_artifacts_without_building(tmp_path, go_bin):
+    import shutil
+
+    from conftest import FIXTURES
+    from runner import platforms
+
+    arts = tmp_path / "proj" / "dist" / "artifacts.json"
+    arts.parent.mkdir(parents=True)
+    shutil.copy(FIXTURES / "goreleaser" / "artifacts.json", arts)
+    for art in json.loads(arts.read_text()):
+        if art.get("internal_type") != 4 or art.get("goarch") not in platforms.ARCHES:
+            continue
+        env = {**os.environ, "GOOS": art["goos"], "GOARCH": art["goarch"], "CGO_ENABLED": "0"}
+        for key, val in art.items():
+            if key.startswith("go") and key not in ("goos", "goarch"):
+                env["GOMIPS64" if key == "gomips" and "64" in art["goarch"] else key.upper()] = val
+        subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(arts.parent.parent / art["path"]), "."],
+                       cwd=ROOT / "examples" / "greet", env=env, check=True, capture_output=True, timeout=600)
+    m = tmp_path / "matrix.yaml"
+    m.write_text("name: greet\nrun: {args: [--version], expect: {stdout: '^greet 1.0.0'}}\n")
+    rep = tmp_path / "r.json"
+    p = run_xrun([str(m), "--from-goreleaser", str(arts), "--json", str(rep)])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "skipped from" in p.stderr and "loong64" in p.stderr
+    r = json.loads(rep.read_text())
+    assert all(b["verdict"] == "ok" and b["log"].startswith("prebuilt:") for b in r["builds"])
+    ids = {c["id"]: c["verdict"] for c in r["cells"]}
+    assert ids["linux/arm/v6:scratch:baseline"] == "ok" and ids["windows/amd64:none:none"] == "not-runnable"
+    assert sum(v == "ok" for v in ids.values()) >= 8

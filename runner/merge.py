@@ -1,0 +1,272 @@
+"""`xrun report merge`: join the JSON reports of `xrun run --shard I/N` jobs into the report of one run.
+
+The merged report has the shape of contract §3, so JUnit, HTML and the GitHub summary are rendered
+from it exactly as `xrun run` renders its own, and its exit code follows the same rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, XarchError
+
+# The worse of two disagreeing build verdicts wins; anything unknown counts as worst.
+BUILD_SEVERITY = {"ok": 0, "artifact-mismatch": 1, "build-failed": 2}
+_UNKNOWN_SEVERITY = 3
+
+
+def summary(builds: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],
+            planned_cells: int) -> dict[str, int]:
+    """The report's summary from its dicts, counted exactly as runner.report.summary counts a run."""
+    xf = sum(1 for c in cells if c.get("xfail") and c.get("passed"))
+    nr = sum(1 for c in cells if c.get("passed") and c.get("verdict") == "not-runnable")
+    ok = sum(1 for c in cells if c.get("passed") and not c.get("xfail")) - nr
+    return {"cells": len(cells), "ok": ok, "failed": len(cells) - ok - xf - nr, "xfail": xf,
+            "not_runnable": nr,
+            "builds_failed": sum(1 for b in builds if b.get("verdict") != "ok"),
+            "planned_cells": planned_cells}
+
+
+def report_passed(report: Mapping[str, Any]) -> bool:
+    """The rule of `xrun run`'s exit code: not interrupted, every build ok, every planned cell ran and passed."""
+    cells = list(report.get("cells") or [])
+    planned = int((report.get("summary") or {}).get("planned_cells", len(cells)))
+    return (not report.get("interrupted")
+            and all(b.get("verdict") == "ok" for b in report.get("builds") or [])
+            and all(c.get("passed") for c in cells) and len(cells) == planned)
+
+
+def _merged_order(sequences: Sequence[Sequence[str]]) -> list[str]:
+    """One order that keeps every input's own order (each shard's list is a subsequence of the plan's),
+    ties broken by name; by name alone if the inputs contradict each other."""
+    succ: dict[str, set[str]] = {x: set() for seq in sequences for x in seq}
+    indegree = dict.fromkeys(succ, 0)
+    for seq in sequences:
+        for a, b in pairwise(seq):
+            if b not in succ[a]:
+                succ[a].add(b)
+                indegree[b] += 1
+    ready = [x for x, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        x = heapq.heappop(ready)
+        out.append(x)
+        for y in succ[x]:
+            indegree[y] -= 1
+            if indegree[y] == 0:
+                heapq.heappush(ready, y)
+    return out if len(out) == len(succ) else sorted(succ)
+
+
+def _ordered(keys: list[str], order: Sequence[str] | None) -> list[str]:
+    """`keys` in `order` (those it does not name last, in their current order)."""
+    if not order:
+        return keys
+    pos = {k: i for i, k in enumerate(order)}
+    return sorted(keys, key=lambda k: pos.get(k, len(pos)))
+
+
+def _merge_build(copies: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One target built by several shards: identical verdicts keep the first, else the worst wins."""
+    worst = max((b for _, b in copies),
+                key=lambda b: BUILD_SEVERITY.get(str(b.get("verdict")), _UNKNOWN_SEVERITY))
+    out = dict(worst)
+    verdicts = {str(b.get("verdict")) for _, b in copies}
+    if len(verdicts) > 1:
+        # a target is built from the same commit in every shard, so disagreement is news (a flaky or
+        # runner-dependent build): say so rather than pick one silently
+        seen = ", ".join(f"{b.get('verdict')} in {name}" for name, b in copies)
+        out["explanation"] = " ".join(x for x in (
+            out.get("explanation"), f"The shards disagree about this build ({seen}); the worst is kept.") if x)
+    if any(b.get("reproducible") is False for _, b in copies):
+        out["reproducible"] = False
+    return out
+
+
+def merge_reports(reports: Sequence[Mapping[str, Any]], *, names: Sequence[str] | None = None,
+                  cell_order: Sequence[str] | None = None,
+                  build_order: Sequence[str] | None = None) -> dict[str, Any]:
+    """Join shard reports into one: builds deduplicated by target, cells unioned, summary recounted.
+
+    Cells come back in `cell_order` (the plan's cell ids) when given, else in the `plan_order` list a
+    report carries, else in one order consistent with every shard's own (plan) order. `names` label
+    the reports in error messages. Raises ConfigError on a cell that two reports both hold.
+    """
+    if not reports:
+        raise ConfigError("no report to merge", file="command line")
+    labels = list(names) if names is not None else [f"report {i + 1}" for i in range(len(reports))]
+    matrices = {str(r.get("matrix")) for r in reports}
+    if len(matrices) > 1:
+        raise ConfigError("the reports come from different matrices ("
+                          + ", ".join(f"{n}: {r.get('matrix')}" for n, r in zip(labels, reports, strict=True))
+                          + "); merge the shards of one matrix", file="command line")
+
+    cells: dict[str, Mapping[str, Any]] = {}
+    owner: dict[str, str] = {}
+    for name, r in zip(labels, reports, strict=True):
+        for c in r.get("cells") or []:
+            cid = str(c["id"])
+            if cid in owner:
+                raise ConfigError(f"cell {cid} is in both {owner[cid]} and {name}; each cell must come from "
+                                  "exactly one shard (was a shard merged twice, or sharded differently?)",
+                                  file=name)
+            owner[cid] = name
+            cells[cid] = c
+    order = cell_order or next((r["plan_order"] for r in reports if r.get("plan_order")), None)
+    cell_ids = _merged_order([[str(c["id"]) for c in r.get("cells") or []] for r in reports])
+    cell_ids = _ordered(cell_ids, order)
+
+    copies: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for name, r in zip(labels, reports, strict=True):
+        for b in r.get("builds") or []:
+            copies.setdefault(str(b["target"]), []).append((name, b))
+    targets = _merged_order([[str(b["target"]) for b in r.get("builds") or []] for r in reports])
+    if build_order is None and order:
+        # the plan lists cells target by target, so the first cell of each target gives the build order
+        build_order = list(dict.fromkeys(str(cells[i]["target"]) for i in cell_ids))
+    targets = _ordered(targets, build_order)
+
+    builds = [_merge_build(copies[t]) for t in targets]
+    merged_cells = [dict(cells[i]) for i in cell_ids]
+    planned = sum(int((r.get("summary") or {}).get("planned_cells", len(r.get("cells") or [])))
+                  for r in reports)
+    engines = sorted({str(r.get("engine")) for r in reports if r.get("engine") is not None})
+    images: dict[str, Any] = {}
+    for r in reports:
+        images.update(r.get("images") or {})
+
+    # start from the first report so fields this module does not know about survive the merge
+    out: dict[str, Any] = dict(reports[0])
+    out.update({"version": 1, "interrupted": any(bool(r.get("interrupted")) for r in reports),
+                "builds": builds, "cells": merged_cells,
+                "summary": summary(builds, merged_cells, planned)})
+    if engines:
+        out["engine"] = ",".join(engines)
+    if "images" in out or images:
+        out["images"] = images
+    return out
+
+
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read one JSON report; ConfigError (exit 2) naming the file when it is missing or not a report."""
+    name = str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("no such file (did the shard's job write its --json report?)", file=name) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=name) from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"not valid JSON: {e.msg}", file=name, line=e.lineno) from None
+    if (not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("cells"), list)
+            or not isinstance(data.get("builds"), list)):
+        raise ConfigError("not an xrun JSON report (version 1 with builds and cells lists)", file=name)
+    for key, items in (("cells", data["cells"]), ("builds", data["builds"])):
+        need = "id" if key == "cells" else "target"
+        if not all(isinstance(x, dict) and need in x for x in items):
+            raise ConfigError(f"not an xrun JSON report: an entry of {key} has no '{need}'", file=name)
+    return data
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `{self.prog} --help`)", file="command line")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _ArgParser(prog="xrun report", description="Work with JSON reports of earlier runs.")
+    sub = p.add_subparsers(dest="report_cmd", parser_class=_ArgParser, required=True)
+    m = sub.add_parser("merge", help="join the reports of `xrun run --shard I/N` jobs into one")
+    m.add_argument("reports", nargs="+", metavar="SHARD.json")
+    m.add_argument("--json", required=True, metavar="PATH", help="write the merged JSON report here")
+    m.add_argument("--junit", metavar="PATH", help="write a JUnit XML report here")
+    m.add_argument("--html", metavar="PATH", help="write a self-contained HTML grid here")
+    m.add_argument("--matrix", metavar="PATH",
+                   help="the matrix the shards ran (default: the reports' own, if it is here): "
+                        "restores plan order and puts annotations on the target's line")
+    m.add_argument("--shards", type=int, metavar="N",
+                   help="the number of shard reports expected; fewer or more is an error, so a shard "
+                        "that wrote no report cannot pass unnoticed")
+    return p
+
+
+def _workspace_relative(p: Path) -> str:
+    """A path as GitHub annotations want it: relative to the workspace (else the cwd)."""
+    base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    try:
+        return str(p.resolve().relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[str] | None, list[str] | None,
+                                                                        dict[str, int], str]:
+    """(cell order, build order, target lines, annotation path) from the matrix, when it can be loaded."""
+    path = matrix or shown
+    if not path or not Path(path).is_file():
+        if explicit:
+            raise ConfigError("no such file", file=path, key="--matrix")
+        return None, None, {}, shown
+    from . import matrix as matrix_mod
+
+    try:
+        plan = matrix_mod.load(path)
+    except XarchError as e:
+        if explicit:
+            raise
+        # the reports name the matrix as it was seen where the shards ran; here it may not load
+        print(f"xrun: warning: not using {path} for plan order: {e}", file=sys.stderr)
+        return None, None, {}, shown
+    return ([c.id for c in plan.cells], [b.target.spec for b in plan.builds], dict(plan.target_lines),
+            _workspace_relative(Path(path)))
+
+
+def _print_result(merged: Mapping[str, Any], n: int, out_path: str) -> None:
+    s = merged["summary"]
+    state = "passed" if report_passed(merged) else "failed"
+    print(f"merged {n} reports: {s['cells']} cells ({s['ok']} ok, {s['xfail']} xfail, {s['failed']} failed), "
+          f"{len(merged['builds'])} builds ({s['builds_failed']} not ok): {state}; wrote {out_path}")
+    for b in merged["builds"]:
+        if b.get("verdict") != "ok":
+            print(f"  build {b['target']} {b['verdict']}" + (f"\n    fix: {b['fix']}" if b.get("fix") else ""))
+    for c in merged["cells"]:
+        if not c.get("passed"):
+            xf = f" (xfail expected {c['xfail']})" if c.get("xfail") else ""
+            print(f"  {c['id']} {c['verdict']}{xf}" + (f"\n    fix: {c['fix']}" if c.get("fix") else ""))
+
+
+def main_report(argv: Sequence[str]) -> int:
+    """`xrun report merge SHARD.json... --json OUT [--junit OUT] [--html OUT]`: 0 passed, 1 failed, 2 bad input."""
+    from . import ci, html, junit
+    from .report import write_json_dict
+
+    try:
+        ns = _parser().parse_args(list(argv))
+        if ns.shards is not None and ns.shards != len(ns.reports):
+            raise ConfigError(f"expected {ns.shards} shard reports, got {len(ns.reports)} "
+                              f"({', '.join(ns.reports)}); a shard whose job failed before writing its "
+                              "report must not let the merge pass", file="command line", key="--shards")
+        reports = [load_report(p) for p in ns.reports]
+        shown = str(reports[0].get("matrix") or "")
+        cell_order, build_order, lines, annotate_as = _plan_facts(ns.matrix, shown, ns.matrix is not None)
+        merged = merge_reports(reports, names=ns.reports, cell_order=cell_order, build_order=build_order)
+    except XarchError as e:
+        print(f"xrun: {e}", file=sys.stderr)
+        return e.exit_code
+    write_json_dict(merged, ns.json)
+    if ns.junit:
+        junit.write_junit(merged, ns.junit)
+    if ns.html:
+        html.write_html(merged, ns.html)
+    _print_result(merged, len(reports), ns.json)
+    ci.emit(merged, annotate_as or "matrix.yaml", lines)
+    return 0 if report_passed(merged) else 1
