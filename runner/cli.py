@@ -94,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .gha import main_gha
 
             return main_gha(args_in[1:])
+        if args_in and args_in[0] == "exec":
+            from .execwrap import main_exec
+
+            return main_exec(args_in[1:])
         if args_in and args_in[0] == "doctor":
             from .doctor import main_doctor
 

@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +152,13 @@ class LocalEngine:
             args += ["--ro-bind", str(self._tmp / "etc" / name), f"/etc/{name}"]
         return args
 
-    def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
+    def prepare(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec,
+                workdir: Path | None = None) -> Evidence | Prepared:
+        """The sandbox command for a cell, or the Evidence when a static check already decides it.
+
+        `workdir` (for `xrun exec`) is bound read-only at its own path and made the cwd, with a
+        tmpfs /tmp: a `go test` binary reads its package's files and makes temp dirs.
+        """
         facts = inspect(artifact)
         native = cell.cpu == ""
         cpu_label = "native" if native else cell.cpu
@@ -159,21 +167,19 @@ class LocalEngine:
             return Evidence(cell.id, cpu_label, facts, **kw)
 
         if facts.format == "missing":
-            return mk(ran=False, infra="the artifact is missing",
-                            infra_fix="see the build log")
+            return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
         host = platforms.host_goarch()
         if native and (facts.format != "elf" or facts.goarch != host):
             # binfmt on this host would hide it; a real machine of the host's arch refuses the file.
             return mk(ran=False, path="static check (native profile)")
         if facts.interp and not loader_present(rootfs, facts.interp):
             return mk(ran=False, loader_missing=facts.interp,
-                            path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
+                      path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
         try:
             bwrap = proc.which("bwrap", BWRAP_FIX)
             qemu = None if native else qemu_binary(cell.target.arch)
         except InfraError as e:
             return mk(ran=False, infra=e.what, infra_fix=e.fix)
-        tcg = () if native else tcg_missing_features(cell.target.arch, cell.cpu)
 
         env = dict(run.env)
         env.update(cell.env)
@@ -192,7 +198,11 @@ class LocalEngine:
         argv += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
         if qemu is not None:
             argv += ["--ro-bind", qemu, QEMU_IN_ROOT]
-        argv += ["--chdir", "/", "--clearenv"]
+        cwd = "/"
+        if workdir is not None:
+            argv += ["--tmpfs", "/tmp", "--ro-bind", str(workdir), str(workdir)]
+            cwd = str(workdir)
+        argv += ["--chdir", cwd, "--clearenv"]
         for k, val in env.items():
             argv += ["--setenv", k, val]
         argv += ["--"]
@@ -201,17 +211,38 @@ class LocalEngine:
         else:
             argv += [APP_IN_ROOT]
         argv += list(cell.args)
-        r = proc.run(argv, stdin=run.stdin, timeout=run.timeout)
-        code, sig = r.returncode, r.signal
-        if code is not None and code > 128 and code - 128 in _SIGNALS:
-            # bwrap reports a child killed by signal N as exit 128+N
-            sig = code - 128
-            code = None
         how = (f"bwrap + {os.path.basename(qemu)} -cpu {cell.target.facts.cpu_arg(cell.cpu)}"
                if qemu else "bwrap, native")
-        return mk(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
-                        duration_s=r.duration_s, timed_out=r.timed_out, emulator=qemu, tcg_missing=tcg,
-                        notes=tuple(notes), path=how)
+        return Prepared(argv, mk, qemu, tuple(notes), how)
+
+    def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
+        prep = self.prepare(cell, artifact, rootfs, run)
+        if isinstance(prep, Evidence):
+            return prep
+        tcg = () if prep.emulator is None else tcg_missing_features(cell.target.arch, cell.cpu)
+        r = proc.run(prep.argv, stdin=run.stdin, timeout=run.timeout)
+        code, sig = split_status(r.returncode, r.signal)
+        return prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
+                             duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
+                             tcg_missing=tcg, notes=prep.notes, path=prep.how)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A cell ready to start: the sandbox argv and how to make its Evidence."""
+
+    argv: list[str]
+    evidence: Callable[..., Evidence]
+    emulator: str | None
+    notes: tuple[str, ...]
+    how: str
+
+
+def split_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
+    """bwrap reports a child killed by signal N as exit 128+N: give back the signal."""
+    if code is not None and code > 128 and code - 128 in _SIGNALS:
+        return None, code - 128
+    return code, sig
 
 
 _SIGNALS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 31}

@@ -1,0 +1,143 @@
+"""`xrun exec`: run any binary in one cell, passing args, stdin, stdout, stderr and the exit status through.
+
+So `go test -exec 'xrun exec --profile pi-zero' ./...` runs a package's own tests on that CPU and
+image. The arch comes from the binary's header; the level from its Go build info. The current
+directory (go test runs a test binary in its package directory) is bound read-only at the same path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import platforms, proc
+from .artifact import inspect
+from .classify import classify
+from .engines import Evidence
+from .engines.local import LocalEngine, split_status
+from .errors import ConfigError, InfraError
+from .matrix import known_images
+from .pipeline import RootfsProvider
+from .plan import Cell, Expect, Profile, RunSpec, Target
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{message} (see `xrun exec --help`)", file="command line")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="xrun exec", description="Run a binary in one xarch cell (a `go test -exec` wrapper).")
+    p.add_argument("--image", default="scratch", help="runtime image (default scratch)")
+    p.add_argument("--profile", default="baseline",
+                   help="CPU profile: baseline, host, a hardware profile (pi-zero, ...) or a qemu model")
+    p.add_argument("--timeout", type=float, default=None, help="seconds; the whole process tree is killed")
+    p.add_argument("--install-wrappers", metavar="DIR",
+                   help="write go_linux_<arch>_exec wrappers (with these options) into DIR and exit")
+    p.add_argument("binary", nargs="?")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+def _profile(name: str, goarch: str) -> Profile:
+    if name in ("baseline", "host"):
+        return Profile(name, builtin=True)
+    hw = platforms.HARDWARE_PROFILES.get(name)
+    if hw is not None:
+        return Profile(name, dict(hw.cpu), builtin=True)
+    return Profile(name, {goarch: name})     # a plain qemu model name
+
+
+def install_wrappers(directory: Path, options: Sequence[str]) -> list[Path]:
+    """go_linux_<goarch>_exec scripts that `go test` / `go run` pick up from PATH when cross-compiling."""
+    directory.mkdir(parents=True, exist_ok=True)
+    xrun = [sys.executable, "-m", "runner.cli"]
+    out = []
+    for goarch, a in platforms.ARCHES.items():
+        if a.qemu is None:
+            continue
+        p = directory / f"go_linux_{goarch}_exec"
+        p.write_text("#!/bin/sh\n# written by `xrun exec --install-wrappers`: runs Go test binaries in an "
+                     "xarch cell\nexec " + " ".join(shlex.quote(x) for x in [*xrun, "exec", *options])
+                     + ' "$@"\n')
+        p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        out.append(p)
+    return out
+
+
+def main_exec(argv: Sequence[str]) -> int:
+    """Run the binary; return its exit status (128+N when killed by signal N, like a shell)."""
+    ns = _parser().parse_args(list(argv))
+    opts = ["--image", ns.image, "--profile", ns.profile] + (
+        ["--timeout", str(ns.timeout)] if ns.timeout else [])
+    if ns.install_wrappers:
+        for w in install_wrappers(Path(ns.install_wrappers), opts):
+            print(w)
+        return 0
+    if not ns.binary:
+        raise ConfigError("needs a BINARY to run", file="command line", key="xrun exec")
+    if ns.image not in known_images():
+        raise ConfigError(f"unknown image '{ns.image}'; known: {', '.join(known_images())}",
+                          file="command line", key="--image")
+    binary = Path(ns.binary).resolve()
+    facts = inspect(binary)
+    if facts.format == "missing":
+        raise ConfigError("no such file", file=ns.binary)
+    if facts.format != "elf" or facts.goarch is None:
+        raise ConfigError(f"not a Linux executable xarch can run: {facts.describe()}", file=ns.binary)
+    a = platforms.arch(facts.goarch)
+    level = facts.go_level
+    spec = f"linux/{a.goarch}" + (f"/{level}" if level and level != a.default_level else "")
+    target = Target(spec, "linux", a.goarch, level if level != a.default_level else None)
+    prof = _profile(ns.profile, a.goarch)
+    model = prof.model_for(target)
+    if model is None:
+        raise ConfigError(f"profile '{ns.profile}' names no CPU for {a.goarch}", file="command line",
+                          key="--profile")
+    cell = Cell(target, ns.image, prof, model, tuple(ns.args), {})
+    # the caller's Go/test settings pass through (GOCOVERDIR, GODEBUG, ...); the host's paths do not
+    env = {k: v for k, v in os.environ.items()
+           if (k.startswith(("GO", "TEST")) and k not in ("GOROOT", "GOPATH", "GOCACHE", "GOMODCACHE"))
+           or k == "TERM"}
+    run = RunSpec(tuple(ns.args), env, None, ns.timeout or 0, Expect())
+    with LocalEngine() as engine:
+        root = RootfsProvider(engine.empty_root).get(cell)
+        prep = engine.prepare(cell, binary, root, run, workdir=Path.cwd())
+        if isinstance(prep, Evidence):
+            return _report(cell, prep, run, fallback=127 if prep.loader_missing or not prep.ran else 1)
+        # stdio is inherited: the test binary's output streams through as it happens
+        child = subprocess.Popen(prep.argv, start_new_session=False)
+        try:
+            rc = child.wait(timeout=ns.timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            sys.stderr.write(f"xrun exec: timeout after {ns.timeout:g}s in {cell.id}; killed\n")
+            return 124
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
+            return 130
+    _, sig = split_status(rc, None)
+    if sig is not None:
+        ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how)
+        _report(cell, ev, run, fallback=rc)
+    return int(rc)
+
+
+def _report(cell: Cell, ev: Evidence, run: RunSpec, fallback: int) -> int:
+    """Say in one line why the binary did not run normally (a shell would only say 'Illegal instruction')."""
+    v = classify(cell, ev, run.expect, run.timeout or 0)
+    if v.verdict == "infra-error":
+        raise InfraError(v.explanation or "the runner failed", v.fix or "run `xrun doctor`")
+    sys.stderr.write(f"xrun exec: {cell.id}: {v.verdict}: {v.explanation}\n")
+    if v.fix:
+        sys.stderr.write(f"xrun exec: fix: {v.fix}\n")
+    proc.kill_all()
+    return fallback
