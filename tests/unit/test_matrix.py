@@ -203,3 +203,11 @@ def test_missing_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         matrix.load(tmp_path / "nope.yaml")
     assert str(e.value) == f"{tmp_path}/nope.yaml: no such file"
+
+
+def test_the_readme_matrix_example_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme[readme.index("## The matrix"):].split("```yaml\n", 1)[1].split("```", 1)[0]
+    proj = Path(__file__).resolve().parents[2] / "examples" / "greet"
+    plan = load(tmp_path, block.replace("project: examples/greet", f"project: {proj}"))
+    assert [c.id for c in plan.cells if c.xfail] == ["linux/amd64/v3:scratch:westmere-vm"]
