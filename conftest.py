@@ -88,3 +88,18 @@ def xrun_matrix(tmp_path: Path, probe_src: Path) -> Callable[..., XrunResult]:
         return XrunResult(p.returncode, p.stdout, p.stderr, report)
 
     return run
+
+
+def build_goreleaser_binaries(artifacts: Path, go_bin: Path) -> None:
+    """Build examples/greet at every Binary path of a goreleaser artifacts.json, as goreleaser would."""
+    from runner import platforms
+
+    for art in json.loads(artifacts.read_text()):
+        if art.get("internal_type") != 4 or art.get("goarch") not in platforms.ARCHES:
+            continue
+        env = {**os.environ, "GOOS": art["goos"], "GOARCH": art["goarch"], "CGO_ENABLED": "0"}
+        for key, val in art.items():
+            if key.startswith("go") and key not in ("goos", "goarch"):
+                env["GOMIPS64" if key == "gomips" and "64" in art["goarch"] else key.upper()] = val
+        subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(artifacts.parent.parent / art["path"]), "."],
+                       cwd=ROOT / "examples" / "greet", env=env, check=True, capture_output=True, timeout=600)

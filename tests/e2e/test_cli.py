@@ -128,21 +128,12 @@ def _procs_with(marker: str) -> list[str]:
 def test_from_goreleaser_runs_the_release_artifacts_without_building(tmp_path, go_bin):
     import shutil
 
-    from conftest import FIXTURES
-    from runner import platforms
+    from conftest import FIXTURES, build_goreleaser_binaries
 
     arts = tmp_path / "proj" / "dist" / "artifacts.json"
     arts.parent.mkdir(parents=True)
     shutil.copy(FIXTURES / "goreleaser" / "artifacts.json", arts)
-    for art in json.loads(arts.read_text()):
-        if art.get("internal_type") != 4 or art.get("goarch") not in platforms.ARCHES:
-            continue
-        env = {**os.environ, "GOOS": art["goos"], "GOARCH": art["goarch"], "CGO_ENABLED": "0"}
-        for key, val in art.items():
-            if key.startswith("go") and key not in ("goos", "goarch"):
-                env["GOMIPS64" if key == "gomips" and "64" in art["goarch"] else key.upper()] = val
-        subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(arts.parent.parent / art["path"]), "."],
-                       cwd=ROOT / "examples" / "greet", env=env, check=True, capture_output=True, timeout=600)
+    build_goreleaser_binaries(arts, go_bin)
     m = tmp_path / "matrix.yaml"
     m.write_text("name: greet\nrun: {args: [--version], expect: {stdout: '^greet 1.0.0'}}\n")
     rep = tmp_path / "r.json"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import shutil
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, build_goreleaser_binaries
 from runner import gha, goreleaser, merge
 from runner.errors import ConfigError
 
@@ -400,16 +398,7 @@ def test_goreleaser_targets_match_real_go_binaries_built_at_its_paths(artifacts:
     from runner import platforms
     from runner.artifact import check_against_target, inspect
 
-    project = artifacts.parent.parent
-    for art in json.loads(artifacts.read_text()):
-        if art.get("internal_type") != 4 or art.get("goarch") not in platforms.ARCHES:
-            continue
-        env = {**os.environ, "GOOS": art["goos"], "GOARCH": art["goarch"], "CGO_ENABLED": "0"}
-        for key, val in art.items():
-            if key.startswith("go") and key not in ("goos", "goarch"):
-                env["GOMIPS64" if key == "gomips" and "64" in art["goarch"] else key.upper()] = val
-        subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(project / art["path"]), "."],
-                       cwd=ROOT / "examples" / "greet", env=env, check=True, capture_output=True, timeout=600)
+    build_goreleaser_binaries(artifacts, go_bin)
     got = goreleaser.targets_from_goreleaser(artifacts)
     assert [s for s, _ in got] == [s for s, _ in EXPECTED]
     for spec, path in got:
