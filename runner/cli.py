@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     from . import matrix as matrix_mod
-    from .engines.local import LocalEngine
+    from .engines import make_engine
     from .pipeline import RunResult, execute
 
     if ns.jobs < 1:
@@ -151,9 +151,6 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     from .doctor import preflight
 
     preflight(plan, ns.engine)   # a missing emulator, sandbox or toolchain fails fast, exit 3
-    if ns.engine == "docker":
-        raise InfraError("the docker engine is not available in this version",
-                         "use --engine local (the default)")
     from . import console as ui
 
     proc.reset()
@@ -161,7 +158,7 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     # SIGTERM (CI cancel) gets the same clean-up as Ctrl-C
     old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        with LocalEngine() as engine:
+        with make_engine(ns.engine) as engine:
             engine.preflight(plan.cells)
             with ui.progress(console, plan) as bar:
                 execute(plan, engine, ns.jobs, bar, res)

@@ -6,14 +6,12 @@ an emulator build that segfaults on a newer kernel (the 2025 wave: tonistiigi/bi
 docker/setup-qemu-action#198), a binfmt handler without the F flag that breaks only inside
 containers, user namespaces switched off by a sysctl.
 
-What is *needed* depends on the engine and the matrix (`required_for_plan`). The local engine runs
-qemu-<arch>-static explicitly inside bubblewrap, so binfmt_misc is never needed for it (it is still
-shown: a program that execs *another* foreign binary goes through the kernel's handler). The docker
-engine counts binfmt as needed for every foreign arch (ENGINE_NEEDS): inside a container only a
-handler registered with F (the interpreter opened at registration) can run a foreign binary, and
-every foreign process the container starts besides a bind-mounted qemu entry point (a shell, a
-helper the program execs, docker's own --platform runs) goes through it. Same-arch levels (amd64
-v1 on an amd64 host) never use binfmt: the kernel runs them natively.
+What is *needed* depends on the engine and the matrix (`required_for_plan`). Both engines start
+qemu-<arch>-static explicitly with -cpu (bubblewrap for the local engine, a bind-mounted qemu in the
+container for the docker engine), so binfmt_misc is never needed for a verdict. It is still shown: a
+program that execs *another* foreign binary goes through the kernel's handler, and inside a container
+only a handler registered with F (the interpreter opened at registration) can do that. Same-arch
+levels (amd64 v1 on an amd64 host) never use binfmt: the kernel runs them natively.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ USERNS_FIX = ("sudo sysctl -w kernel.unprivileged_userns_clone=1; on Ubuntu 24.0
 # What each engine itself needs, besides the per-arch emulators and what the matrix adds.
 ENGINE_NEEDS: Mapping[str, frozenset[str]] = MappingProxyType({
     "local": frozenset({"go", "bwrap", "userns"}),
-    "docker": frozenset({"go", "docker", "binfmt"}),
+    "docker": frozenset({"go", "docker"}),
 })
 # The tool that runs a non-Linux OS's binaries. It is needed only once xrun runs that OS
 # (platforms.OSES[os].runnable); until then those targets are only build-checked.

@@ -174,7 +174,7 @@ def execute(plan: Plan, engine: Engine, jobs: int, progress: Progress = _noop,
     """Build, then run and classify; fills `result` as it goes so an interrupt keeps what finished."""
     res = result or RunResult(plan, engine.name)
     builds = build_all(plan, jobs, progress, res)
-    roots = RootfsProvider(getattr(engine, "empty_root", Path("/nonexistent")))
+    roots = RootfsProvider(engine.empty_root)
     run_cells(plan, engine, builds, jobs, roots, progress, res)
     order = {b.target.spec: i for i, b in enumerate(plan.builds)}
     res.builds.sort(key=lambda b: order[b.job.target.spec])

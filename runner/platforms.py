@@ -82,6 +82,12 @@ class Arch:
                 return m.name
         return None
 
+    def oci_variant(self, level: str | None) -> str | None:
+        """The OCI platform variant of an image for this level: arm's is the level, arm64 images say v8."""
+        if self.goarch == "arm":
+            return level or self.default_level
+        return "v8" if self.goarch == "arm64" else None
+
     def cpu_arg(self, model: str) -> str:
         """The -cpu argument: check=off silences per-thread TCG warnings but exists only on x86."""
         if self.cpu_check_off and "check=" not in model:

@@ -48,7 +48,7 @@ def which(name: str, fix: str) -> str:
     return path
 
 
-class _Tail:
+class Tail:
     """Keeps the last `limit` bytes of a stream, counting what was dropped."""
 
     def __init__(self, limit: int) -> None:
@@ -68,7 +68,7 @@ class _Tail:
         return f"[... {self.dropped} bytes dropped ...]\n{s}" if self.dropped else s
 
 
-def _pump(stream: object, tail: _Tail) -> None:
+def _pump(stream: object, tail: Tail) -> None:
     read = stream.read  # type: ignore[attr-defined]
     while True:
         chunk = read(65536)
@@ -100,7 +100,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
         _live.add(proc)
         if _stopping.is_set():
             kill_tree(proc)
-    out, err = _Tail(tail_bytes), _Tail(tail_bytes)
+    out, err = Tail(tail_bytes), Tail(tail_bytes)
     readers = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
                threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
     for r in readers:
@@ -164,6 +164,11 @@ def stop() -> None:
     """Ctrl-C: kill what runs and refuse to start anything more."""
     _stopping.set()
     kill_all()
+
+
+def stopping() -> bool:
+    """Whether stop() was called (Ctrl-C): long waits elsewhere should give up."""
+    return _stopping.is_set()
 
 
 def reset() -> None:

@@ -219,13 +219,11 @@ class XarchSession:
 
     def _engine_ready(self) -> Any:
         if self._engine is None:
-            from .engines.local import LocalEngine
+            from .engines import make_engine
             from .pipeline import RootfsProvider
 
-            if self.config.getoption("--xarch-engine") != "local":
-                raise InfraError("the docker engine is not available in this version", "use --xarch-engine local")
             proc.reset()
-            eng = LocalEngine().__enter__()
+            eng = make_engine(self.config.getoption("--xarch-engine")).__enter__()
             try:
                 eng.preflight(self.plan().cells)
             except BaseException:

@@ -47,7 +47,7 @@ def cell_json(r: CellResult) -> dict[str, Any]:
             "xfail": c.xfail, "passed": r.passed,
             "evidence": {"ran": ev.ran, "path": ev.path, "emulator": ev.emulator,
                          "loader_missing": ev.loader_missing, "tcg_missing": list(ev.tcg_missing),
-                         "notes": list(ev.notes), "timed_out": ev.timed_out,
+                         "notes": list(ev.notes), "timed_out": ev.timed_out, **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
 
 

@@ -42,5 +42,18 @@ class Engine(Protocol):
 
     def __enter__(self) -> Engine: ...
     def __exit__(self, *exc: object) -> None: ...
+    @property
+    def empty_root(self) -> Path: ...
     def preflight(self, cells: tuple[Cell, ...]) -> None: ...
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence: ...
+
+
+def make_engine(name: str) -> Engine:
+    """The engine of that name (only the docker engine's module imports the docker SDK)."""
+    if name == "docker":
+        from .docker import DockerEngine
+
+        return DockerEngine()
+    from .local import LocalEngine
+
+    return LocalEngine()

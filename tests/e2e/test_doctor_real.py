@@ -74,7 +74,7 @@ def test_real_kernel_entries_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             (d / "register").write_text(f":qemu-{tag}:M::XARCHDOCTOR{tag}::{real_qemu}:{flags}")
 
         def check() -> doctor.Check:
-            checks = doctor.run_checks(arches=[tag], engine="docker", binfmt_dir=d)
+            checks = doctor.run_checks(arches=[tag], needs=("binfmt",), binfmt_dir=d)
             return {c.name: c for c in checks}[f"binfmt qemu-{tag}"]
 
         try:

@@ -149,7 +149,7 @@ def test_arches_none_means_every_emulated_arch(fakebin: Bin) -> None:
 
 def test_binfmt_not_mounted_gives_the_mount_command(fakebin: Bin, tmp_path: Path) -> None:
     fakebin.qemu("aarch64")
-    checks = by_name(run_checks(arches=["arm64"], engine="docker", path=fakebin.path,
+    checks = by_name(run_checks(arches=["arm64"], needs=("binfmt",), path=fakebin.path,
                                 binfmt_dir=tmp_path / "empty"))
     c = checks["binfmt_misc"]
     assert not c.ok and c.needed
@@ -159,14 +159,14 @@ def test_binfmt_not_mounted_gives_the_mount_command(fakebin: Bin, tmp_path: Path
 
 def test_binfmt_switched_off_globally(fakebin: Bin, binfmt: Path) -> None:
     (binfmt / "status").write_text("disabled\n")
-    c = one("binfmt_misc", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt_misc", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and c.fix == f"echo 1 | sudo tee {binfmt}/status"
 
 
 def test_handler_ok_is_the_qemu_on_path(fakebin: Bin, binfmt: Path) -> None:
     fakebin.qemu("aarch64")
     (binfmt / "qemu-aarch64").write_text(entry(fakebin.dir / "qemu-aarch64-static"))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert c.ok and c.needed and c.fix is None, c
     assert c.detail == (f"enabled, flags POF, interpreter {fakebin.dir}/qemu-aarch64-static (the qemu on PATH), "
                         "qemu 7.2.22")
@@ -177,28 +177,28 @@ def test_handler_through_a_symlink_shows_the_real_file(fakebin: Bin, binfmt: Pat
     link = tmp_path / "aarch64-binfmt-P"
     link.symlink_to(fakebin.dir / "qemu-aarch64-static")
     (binfmt / "qemu-aarch64").write_text(entry(link))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert c.ok and f"interpreter {link} -> {fakebin.dir}/qemu-aarch64-static (the qemu on PATH)" in c.detail
 
 
 def test_handler_missing_registers_from_the_distro_conf_or_tonistiigi(fakebin: Bin, binfmt: Path,
                                                                      tmp_path: Path) -> None:
     fakebin.qemu("aarch64")
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and c.needed and c.detail.startswith("no handler registered")
     assert c.fix == f"docker run --privileged --rm {doctor.BINFMT_IMAGE} --install arm64"
     conf = tmp_path / "binfmt.d"
     conf.mkdir()
     (conf / "qemu-aarch64.conf").write_text(":qemu-aarch64:M::\\x7fELF:\\xff:/usr/libexec/qemu-binfmt/"
                                             "aarch64-binfmt-P:OPF\n")
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert c.fix == f"sudo sh -c 'cat {conf}/qemu-aarch64.conf > {binfmt}/register'"
 
 
 def test_handler_without_f_flag_fails_and_says_why(fakebin: Bin, binfmt: Path) -> None:
     fakebin.qemu("aarch64")
     (binfmt / "qemu-aarch64").write_text(entry(fakebin.dir / "qemu-aarch64-static", flags="P"))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and c.needed
     assert "no F flag" in c.detail and "inside each container" in c.detail
     assert c.fix is not None and c.fix.startswith(f"echo -1 | sudo tee {binfmt}/qemu-aarch64 && ")
@@ -207,7 +207,7 @@ def test_handler_without_f_flag_fails_and_says_why(fakebin: Bin, binfmt: Path) -
 def test_handler_disabled(fakebin: Bin, binfmt: Path) -> None:
     fakebin.qemu("aarch64")
     (binfmt / "qemu-aarch64").write_text(entry(fakebin.dir / "qemu-aarch64-static", enabled=False))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and c.detail.startswith("disabled,") and "the handler is disabled" in c.detail
     assert c.fix == f"echo 1 | sudo tee {binfmt}/qemu-aarch64"
 
@@ -218,7 +218,7 @@ def test_handler_interpreter_that_segfaults(fakebin: Bin, binfmt: Path, tmp_path
     bad.write_text(f"#!/bin/sh\n{SEGV}\n")
     bad.chmod(0o755)
     (binfmt / "qemu-aarch64").write_text(entry(bad, flags="CF"))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and c.needed
     assert "killed by SIGSEGV" in c.detail and "2025 breakage" in c.detail
     assert "not the qemu on PATH" in c.detail and "(qemu 7.2.22)" in c.detail
@@ -228,11 +228,11 @@ def test_handler_interpreter_that_segfaults(fakebin: Bin, binfmt: Path, tmp_path
 def test_handler_interpreter_gone(fakebin: Bin, binfmt: Path, tmp_path: Path) -> None:
     fakebin.qemu("aarch64")
     (binfmt / "qemu-aarch64").write_text(entry(tmp_path / "gone", flags="P"))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert not c.ok and "the interpreter does not exist" in c.detail
     # with F the kernel keeps the file it opened at registration: works, but worth re-registering
     (binfmt / "qemu-aarch64").write_text(entry(tmp_path / "gone", flags="F"))
-    c = one("binfmt qemu-aarch64", arches=["arm64"], engine="docker", path=fakebin.path, binfmt_dir=binfmt)
+    c = one("binfmt qemu-aarch64", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
     assert c.ok and c.status == "warn" and "no longer exists" in c.detail
 
 
@@ -387,7 +387,8 @@ def plan_of(tmp_path: Path) -> Callable[[str], Plan]:
 def test_required_local_vs_docker(plan_of: Callable[[str], Plan]) -> None:
     plan = plan_of("targets: [linux/arm64, linux/amd64/v3, linux/arm/v6]\n")
     assert required_for_plan(plan, "local") == ({"arm64", "amd64", "arm"}, {"go", "bwrap", "userns"})
-    assert required_for_plan(plan, "docker") == ({"arm64", "amd64", "arm"}, {"go", "docker", "binfmt"})
+    # both engines start qemu explicitly: binfmt is never needed for a verdict
+    assert required_for_plan(plan, "docker") == ({"arm64", "amd64", "arm"}, {"go", "docker"})
 
 
 def test_required_same_arch_levels_need_no_binfmt(plan_of: Callable[[str], Plan]) -> None:
@@ -435,18 +436,20 @@ def test_preflight_names_the_first_missing_piece(plan_of: Callable[[str], Plan],
     doctor.preflight(plan, "local")
 
 
-def test_preflight_docker_needs_an_f_handler(plan_of: Callable[[str], Plan], fakebin: Bin, binfmt: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_preflight_docker_does_not_need_binfmt(plan_of: Callable[[str], Plan], fakebin: Bin, binfmt: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     plan = plan_of("targets: [linux/arm64]\n")
     monkeypatch.setenv("PATH", fakebin.path)
     monkeypatch.setattr(doctor, "BINFMT_DIR", binfmt)
     fakebin.qemu("aarch64")
     fakebin.add("docker", 'echo "27.5.1 linux/amd64"')
     (binfmt / "qemu-aarch64").write_text(entry(fakebin.dir / "qemu-aarch64-static", flags="P"))
-    with pytest.raises(InfraError, match=r"binfmt qemu-aarch64: .*no F flag"):
-        doctor.preflight(plan, "docker")
-    (binfmt / "qemu-aarch64").write_text(entry(fakebin.dir / "qemu-aarch64-static", flags="OCF"))
+    doctor.preflight(plan, "docker")        # a handler without F is shown by doctor, not a blocker
+    (binfmt / "qemu-aarch64").unlink()
     doctor.preflight(plan, "docker")
+    fakebin.add("docker", "exit 1")
+    with pytest.raises(InfraError, match=r"docker"):
+        doctor.preflight(plan, "docker")
 
 
 # -- main_doctor ----------------------------------------------------------------------------------
