@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from . import platforms
 from .artifact import ArtifactFacts
 from .engines import Evidence
+from .engines.foreign import foreign_verdict
 from .plan import Cell, Expect
 
 
@@ -131,6 +132,8 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
     if not cell.target.runnable:
         o = platforms.OSES[cell.target.os]
         return Verdict("not-runnable", o.why_not, "the build and artifact checks still cover this target")
+    if (fv := foreign_verdict(cell, ev)) is not None:
+        return Verdict(*fv)
 
     if not ev.ran and ev.loader_missing is None:
         return Verdict("exec-format-error",

@@ -474,7 +474,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         rline = _line(top, "run")
         rargs = tuple(render(a, ctx, v.at("run.args", rline)) for a in run.args)
         renv = {k: render(val, ctx, v.at(f"run.env.{k}", rline)) for k, val in run.env.items()}
-        if not t.runnable:
+        if not t.runnable or platforms.OSES[t.os].runner:     # no image or CPU axis off Linux
             cells.append(Cell(t, "none", Profile("none", builtin=True), "", rargs, renv))
             continue
         for img in img_names:

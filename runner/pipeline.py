@@ -99,7 +99,7 @@ class RootfsProvider:
         self._cache: dict[tuple[str, str], Path | InfraError] = {}
 
     def get(self, cell: Cell) -> Path:
-        if cell.image == "scratch":
+        if cell.image in ("scratch", "none"):
             return self.empty
         deb = cell.target.facts.debian_arch(cell.target.level)
         if deb is None:

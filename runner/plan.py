@@ -33,7 +33,7 @@ class Target:
 
     @property
     def runnable(self) -> bool:
-        return platforms.OSES[self.os].runnable
+        return platforms.OSES[self.os].runs(self.arch)
 
 
 @dataclass(frozen=True)

@@ -186,11 +186,19 @@ class OS:
     ext: str = ""
     runnable: bool = False
     why_not: str = ""
+    runner: str | None = None       # not Linux: what runs it here (runner/engines/foreign.py)
+    arches: tuple[str, ...] = ()    # with a runner: the GOARCHes it can execute (empty: all)
+
+    def runs(self, goarch: str) -> bool:
+        """Whether xrun can execute this OS's binaries of that GOARCH here."""
+        return self.runnable and (not self.arches or goarch in self.arches)
 
 
 OSES: Mapping[str, OS] = MappingProxyType({o.goos: o for o in (
     OS("linux", runnable=True),
-    OS("windows", ".exe", why_not="windows binaries are checked at build time; running them needs wine"),
+    OS("windows", ".exe", runnable=True, runner="wine", arches=("amd64", "386"),
+       why_not="wine runs only x86 Windows programs (amd64, 386); windows/arm64 needs a Windows on Arm "
+               "machine"),
     OS("darwin", why_not="macOS binaries cannot run on a Linux host (no Mach-O loader, no emulator)"),
     OS("ios", why_not="iOS binaries cannot run on a Linux host"),
     OS("freebsd", why_not="FreeBSD binaries need a FreeBSD kernel; qemu-user here emulates Linux only"),
@@ -202,8 +210,8 @@ OSES: Mapping[str, OS] = MappingProxyType({o.goos: o for o in (
     OS("aix", why_not="AIX binaries need an AIX kernel"),
     OS("android", why_not="Android binaries need Bionic and an Android userland"),
     OS("plan9", why_not="Plan 9 binaries need a Plan 9 kernel"),
-    OS("js", ".wasm", why_not="js/wasm runs under node with wasm_exec.js (not supported yet)"),
-    OS("wasip1", ".wasm", why_not="wasip1 needs a WASI runtime (not supported yet)"),
+    OS("js", ".wasm", runnable=True, runner="node + wasm_exec_node.js"),
+    OS("wasip1", ".wasm", runnable=True, runner="node WASI preview1"),
 )})
 
 

@@ -62,6 +62,7 @@ from ..errors import InfraError
 from ..plan import Cell, RunSpec
 from . import Evidence
 from . import local as _local
+from .foreign import run_foreign
 
 MODES = ("container", "pool")
 DEFAULT_MODE = "pool"               # every parity test passes in both modes; pool is ~3x cheaper
@@ -532,6 +533,9 @@ class DockerEngine:
     # -- cells --
 
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
+        if cell.target.os != "linux":       # no container for these: the same wine/node sandbox as local
+            assert self._tmp is not None, "use DockerEngine as a context manager"
+            return run_foreign(cell, artifact, run, self._tmp)
         facts = inspect(artifact)
         native = cell.cpu == ""
         cpu_label = "native" if native else cell.cpu

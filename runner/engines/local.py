@@ -28,6 +28,7 @@ from ..artifact import inspect, loader_present
 from ..errors import InfraError
 from ..plan import Cell, RunSpec
 from . import Evidence
+from .foreign import missing_runner, run_foreign
 
 QEMU_IN_ROOT = "/.xarch/qemu"
 APP_IN_ROOT = "/app"
@@ -120,6 +121,8 @@ class LocalEngine:
                              " or run xrun as root")
         for arch in sorted({c.target.arch for c in cells if c.target.runnable and c.cpu}):
             qemu_binary(arch)
+        if (err := missing_runner(tuple(c for c in cells if c.target.runnable))) is not None:
+            raise err
 
     def _root_args(self, rootfs: Path) -> list[str]:
         """bwrap args laying out the image: read-only binds of its entries on a tmpfs root."""
@@ -216,6 +219,9 @@ class LocalEngine:
         return Prepared(argv, mk, qemu, tuple(notes), how)
 
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
+        if cell.target.os != "linux":       # windows under wine, js/wasip1 under node
+            assert self._tmp is not None, "use LocalEngine as a context manager"
+            return run_foreign(cell, artifact, run, self._tmp)
         prep = self.prepare(cell, artifact, rootfs, run)
         if isinstance(prep, Evidence):
             return prep

@@ -10,7 +10,6 @@ import json
 import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -406,16 +405,14 @@ def test_required_cc_zig(plan_of: Callable[[str], Plan]) -> None:
     assert "zig" in required_for_plan(plan, "local")[1]
 
 
-def test_required_wine_and_node_once_those_oses_run(plan_of: Callable[[str], Plan],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = plan_of("targets: [windows/amd64, js/wasm, wasip1/wasm]\n")
+def test_required_wine_and_node_for_windows_js_and_wasip1(plan_of: Callable[[str], Plan],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = plan_of("targets: [windows/amd64, js/wasm, wasip1/wasm, darwin/arm64]\n")
     arches, needs = required_for_plan(plan, "local")
-    # today these are build-checked only (not-runnable), so neither runtime is required
-    assert arches == set() and not needs & {"wine", "node"}
-    runnable = {k: (platforms.OS(o.goos, o.ext, runnable=True) if k in ("windows", "js", "wasip1") else o)
-                for k, o in platforms.OSES.items()}
-    monkeypatch.setattr(platforms, "OSES", MappingProxyType(runnable))
-    assert {"wine", "node"} <= required_for_plan(plan, "local")[1]
+    # these run under wine and node, never qemu; darwin is build-checked only and needs nothing
+    assert arches == set() and {"wine", "node"} <= needs
+    only_darwin = plan_of("targets: [darwin/arm64]\n")
+    assert not required_for_plan(only_darwin, "local")[1] & {"wine", "node"}
 
 
 def test_required_unknown_engine_is_a_config_error(plan_of: Callable[[str], Plan]) -> None:
