@@ -57,7 +57,6 @@ from docker.utils.socket import frames_iter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .. import platforms, proc
-from ..artifact import inspect, loader_present
 from ..errors import InfraError
 from ..plan import Cell, RunSpec
 from . import Evidence
@@ -536,41 +535,15 @@ class DockerEngine:
         if cell.target.os != "linux":       # no container for these: the same wine/node sandbox as local
             assert self._tmp is not None, "use DockerEngine as a context manager"
             return run_foreign(cell, artifact, run, self._tmp)
-        facts = inspect(artifact)
-        native = cell.cpu == ""
-        cpu_label = "native" if native else cell.cpu
-
-        def mk(**kw: Any) -> Evidence:
-            return Evidence(cell.id, cpu_label, facts, **kw)
-
-        # the same static checks as the local engine, in the same order
-        if facts.format == "missing":
-            return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
-        host = platforms.host_goarch()
-        if native and (facts.format != "elf" or facts.goarch != host):
-            return mk(ran=False, path="static check (native profile)")
-        if facts.interp and not loader_present(rootfs, facts.interp):
-            return mk(ran=False, loader_missing=facts.interp,
-                      path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
+        launch = _local.plan_launch(cell, artifact, rootfs, run)   # the local engine's checks, verbatim
+        if isinstance(launch, Evidence):
+            return launch
+        mk = launch.evidence
         if self._connect_error is not None:
             return mk(ran=False, infra=self._connect_error.what, infra_fix=self._connect_error.fix)
-        try:
-            qemu = None if native else _local.qemu_binary(cell.target.arch)
-        except InfraError as e:
-            return mk(ran=False, infra=e.what, infra_fix=e.fix)
-        tcg = () if native else _local.tcg_missing_features(cell.target.arch, cell.cpu)
-
-        env = dict(run.env)
-        env.update(cell.env)
-        notes: list[str] = []
-        if not native:
-            for k, val in cell.target.facts.run_env.items():
-                env[k] = f"{env[k]},{val}" if env.get(k) else val
-                notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
-        env.setdefault("PATH", _local.DEFAULT_PATH)
-        env.setdefault("HOME", "/")
-        cmd = ([QEMU_IN_ROOT, "-cpu", cell.target.facts.cpu_arg(cell.cpu), APP] if qemu else [APP]) + list(cell.args)
-        emu = f"{os.path.basename(qemu)} -cpu {cell.target.facts.cpu_arg(cell.cpu)}" if qemu else "native"
+        qemu = launch.emulator
+        tcg = () if qemu is None else _local.tcg_missing_features(cell.target.arch, cell.cpu)
+        env, notes, cmd, emu = launch.env, list(launch.notes), launch.command, launch.emu
 
         retries = _Retries()
         extra: dict[str, str] = {}

@@ -162,61 +162,29 @@ class LocalEngine:
         `workdir` (for `xrun exec`) is bound read-only at its own path and made the cwd, with a
         tmpfs /tmp: a `go test` binary reads its package's files and makes temp dirs.
         """
-        facts = inspect(artifact)
-        native = cell.cpu == ""
-        cpu_label = "native" if native else cell.cpu
-
-        def mk(**kw: Any) -> Evidence:
-            return Evidence(cell.id, cpu_label, facts, **kw)
-
-        if facts.format == "missing":
-            return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
-        host = platforms.host_goarch()
-        if native and (facts.format != "elf" or facts.goarch != host):
-            # binfmt on this host would hide it; a real machine of the host's arch refuses the file.
-            return mk(ran=False, path="static check (native profile)")
-        if facts.interp and not loader_present(rootfs, facts.interp):
-            return mk(ran=False, loader_missing=facts.interp,
-                      path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
+        launch = plan_launch(cell, artifact, rootfs, run)
+        if isinstance(launch, Evidence):
+            return launch
         try:
             bwrap = proc.which("bwrap", BWRAP_FIX)
-            qemu = None if native else qemu_binary(cell.target.arch)
         except InfraError as e:
-            return mk(ran=False, infra=e.what, infra_fix=e.fix)
-
-        env = dict(run.env)
-        env.update(cell.env)
-        notes: list[str] = []
-        if not native:
-            for k, val in cell.target.facts.run_env.items():
-                env[k] = f"{env[k]},{val}" if env.get(k) else val
-                notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
-        env.setdefault("PATH", DEFAULT_PATH)
-        env.setdefault("HOME", "/")
-
+            return launch.evidence(ran=False, infra=e.what, infra_fix=e.fix)
         argv = [bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-net",
                 "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", HOSTNAME,
                 "--die-with-parent", "--new-session"]
         argv += self._root_args(rootfs)
         argv += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
-        if qemu is not None:
-            argv += ["--ro-bind", qemu, QEMU_IN_ROOT]
+        if launch.emulator is not None:
+            argv += ["--ro-bind", launch.emulator, QEMU_IN_ROOT]
         cwd = "/"
         if workdir is not None:
             argv += ["--tmpfs", "/tmp", "--ro-bind", str(workdir), str(workdir)]
             cwd = str(workdir)
         argv += ["--chdir", cwd, "--clearenv"]
-        for k, val in env.items():
+        for k, val in launch.env.items():
             argv += ["--setenv", k, val]
-        argv += ["--"]
-        if qemu is not None:
-            argv += [QEMU_IN_ROOT, "-cpu", cell.target.facts.cpu_arg(cell.cpu), APP_IN_ROOT]
-        else:
-            argv += [APP_IN_ROOT]
-        argv += list(cell.args)
-        how = (f"bwrap + {os.path.basename(qemu)} -cpu {cell.target.facts.cpu_arg(cell.cpu)}"
-               if qemu else "bwrap, native")
-        return Prepared(argv, mk, qemu, tuple(notes), how)
+        argv += ["--", *launch.command]
+        return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}")
 
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
         if cell.target.os != "linux":       # windows under wine, js/wasip1 under node
@@ -231,6 +199,57 @@ class LocalEngine:
         return prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
                              duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
                              tcg_missing=tcg, notes=prep.notes, path=prep.how)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What any engine starts for a cell: the command inside the root, its env, and the evidence maker."""
+
+    evidence: Callable[..., Evidence]
+    emulator: str | None            # the host's qemu-<arch>-static, to mount at QEMU_IN_ROOT
+    env: dict[str, str]
+    notes: tuple[str, ...]
+    command: list[str]              # argv inside the root: [QEMU_IN_ROOT, -cpu, MODEL, /app, ...] or [/app, ...]
+    emu: str                        # "qemu-arm-static -cpu arm1176" or "native"
+
+
+def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence | Launch:
+    """The static checks every engine makes before starting a cell (in this order), then its launch.
+
+    A missing artifact, a foreign file on the native profile (binfmt on this host would hide it; a
+    real machine of the host's arch refuses it) and a PT_INTERP the image lacks are decided here.
+    """
+    facts = inspect(artifact)
+    native = cell.cpu == ""
+    cpu_label = "native" if native else cell.cpu
+
+    def mk(**kw: Any) -> Evidence:
+        return Evidence(cell.id, cpu_label, facts, **kw)
+
+    if facts.format == "missing":
+        return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
+    if native and (facts.format != "elf" or facts.goarch != platforms.host_goarch()):
+        return mk(ran=False, path="static check (native profile)")
+    if facts.interp and not loader_present(rootfs, facts.interp):
+        return mk(ran=False, loader_missing=facts.interp,
+                  path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
+    try:
+        qemu = None if native else qemu_binary(cell.target.arch)
+    except InfraError as e:
+        return mk(ran=False, infra=e.what, infra_fix=e.fix)
+    env = dict(run.env)
+    env.update(cell.env)
+    notes: list[str] = []
+    if not native:
+        for k, val in cell.target.facts.run_env.items():
+            env[k] = f"{env[k]},{val}" if env.get(k) else val
+            notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", "/")
+    cpu = cell.target.facts.cpu_arg(cell.cpu)
+    command = ([QEMU_IN_ROOT, "-cpu", cpu, APP_IN_ROOT] if qemu else [APP_IN_ROOT]) + list(cell.args)
+    emu = f"{os.path.basename(qemu)} -cpu {cpu}" if qemu else "native"
+    return Launch(mk, qemu, env, tuple(notes), command, emu)
 
 
 @dataclass(frozen=True)
