@@ -12,6 +12,7 @@ import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 # GitHub rejects a step summary over 1 MiB; stay well under it and say what was left out.
@@ -241,3 +242,12 @@ def emit(report: Mapping[str, Any], matrix_path: str, target_lines: Mapping[str,
         o.write(line + "\n")
     o.flush()
     return True
+
+
+def workspace_relative(p: Path, env: Mapping[str, str] = os.environ) -> str:
+    """A path as GitHub annotations want it: relative to the workspace (else the cwd)."""
+    base = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    try:
+        return str(p.resolve().relative_to(base))
+    except ValueError:
+        return str(p)

@@ -263,16 +263,7 @@ def _write_reports(ns: argparse.Namespace, res: Any) -> None:
         junit.write_junit(d, ns.junit)
     if ns.html:
         html.write_html(d, ns.html)
-    ci.emit(d, _workspace_relative(res.plan.matrix_path), dict(res.plan.target_lines))
-
-
-def _workspace_relative(p: Path) -> str:
-    """The matrix path as GitHub annotations want it: relative to the workspace (else the cwd)."""
-    base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
-    try:
-        return str(p.resolve().relative_to(base))
-    except ValueError:
-        return str(p)
+    ci.emit(d, ci.workspace_relative(res.plan.matrix_path), dict(res.plan.target_lines))
 
 
 def _display(p: Path) -> str:

@@ -199,15 +199,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _workspace_relative(p: Path) -> str:
-    """A path as GitHub annotations want it: relative to the workspace (else the cwd)."""
-    base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
-    try:
-        return str(p.resolve().relative_to(base))
-    except ValueError:
-        return str(p)
-
-
 def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[str] | None, list[str] | None,
                                                                         dict[str, int], str]:
     """(cell order, build order, target lines, annotation path) from the matrix, when it can be loaded."""
@@ -216,6 +207,7 @@ def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[st
         if explicit:
             raise ConfigError("no such file", file=path, key="--matrix")
         return None, None, {}, shown
+    from . import ci
     from . import matrix as matrix_mod
 
     try:
@@ -227,7 +219,7 @@ def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[st
         print(f"xrun: warning: not using {path} for plan order: {e}", file=sys.stderr)
         return None, None, {}, shown
     return ([c.id for c in plan.cells], [b.target.spec for b in plan.builds], dict(plan.target_lines),
-            _workspace_relative(Path(path)))
+            ci.workspace_relative(Path(path)))
 
 
 def _print_result(merged: Mapping[str, Any], n: int, out_path: str) -> None:
