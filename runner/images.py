@@ -70,6 +70,7 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
+from . import platforms
 from .errors import XarchError
 
 __all__ = [
@@ -98,26 +99,10 @@ Progress = Callable[[str, int, int], None]
 Verify = Literal["quick", "full"]
 
 
-@dataclass(frozen=True)
-class ArchInfo:
-    """Per-architecture names the definitions can refer to."""
-
-    musl_arch: str
-    glibc_loader: str
-
-
-# Loader names are those Go's linker writes as PT_INTERP for each GOARCH.
-ARCH_INFO: dict[str, ArchInfo] = {
-    "amd64": ArchInfo("x86_64", "/lib64/ld-linux-x86-64.so.2"),
-    "i386": ArchInfo("i386", "/lib/ld-linux.so.2"),
-    "armel": ArchInfo("arm", "/lib/ld-linux.so.3"),
-    "armhf": ArchInfo("armhf", "/lib/ld-linux-armhf.so.3"),
-    "arm64": ArchInfo("aarch64", "/lib/ld-linux-aarch64.so.1"),
-    "ppc64el": ArchInfo("powerpc64le", "/lib64/ld64.so.2"),
-    "s390x": ArchInfo("s390x", "/lib/ld64.so.1"),
-    "riscv64": ArchInfo("riscv64", "/lib/ld-linux-riscv64-lp64d.so.1"),
-    "mips64el": ArchInfo("mips64el", "/lib64/ld.so.1"),
-}
+# Per Debian architecture: the names definitions refer to (musl arch, glibc loader). The table lives
+# with the other platform facts.
+ArchInfo = platforms.DebianArch
+ARCH_INFO: Mapping[str, ArchInfo] = platforms.DEBIAN_ARCHES
 DEBIAN_ARCHES: tuple[str, ...] = tuple(ARCH_INFO)
 
 # Release order; an arch the host suite lacks is looked for in newer ones.

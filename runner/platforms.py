@@ -41,8 +41,6 @@ class Arch:
     run_env: Mapping[str, str] = field(default_factory=dict)    # env set for every emulated run
     run_env_why: str = ""
     cpu_check_off: bool = False  # qemu accepts -cpu MODEL,check=off (x86 only)
-    glibc_loader: str | None = None
-    musl_loader: str | None = None
     zig: str | None = None      # zig's name for the arch in -target ARCH-linux-ABI
 
     def env_value(self, level: str) -> str:
@@ -108,8 +106,7 @@ ARCHES: Mapping[str, Arch] = MappingProxyType({a.goarch: a for a in (
             ("IvyBridge", "v2"), ("Haswell", "v3"), ("Broadwell", "v3"), ("Skylake-Client", "v3"),
             ("Skylake-Server", "v4"), ("Cascadelake-Server", "v4"), ("Icelake-Server", "v4")),
          {"v1": "qemu64", "v2": "Nehalem", "v3": "Haswell", "v4": "Skylake-Server"},
-         {"": "amd64"}, cpu_check_off=True,
-         glibc_loader="/lib64/ld-linux-x86-64.so.2", musl_loader="/lib/ld-musl-x86_64.so.1"),
+         {"": "amd64"}, cpu_check_off=True),
     Arch("386", "386", "EM_386", 32, "little", "i386", "GO386", ("softfloat", "sse2"), "sse2",
          _m(("486", None), ("pentium", "softfloat"), ("pentium2", "softfloat"), ("pentium3", "softfloat"),
             ("qemu32", "sse2"), ("coreduo", "sse2"), ("n270", "sse2")),
@@ -118,47 +115,41 @@ ARCHES: Mapping[str, Arch] = MappingProxyType({a.goarch: a for a in (
          run_env_why="qemu-i386 7.2 crashes Go 386 binaries (\"morestack on g0\", \"bad g in signal "
                      "handler\") unless async preemption is off; xrun sets GODEBUG=asyncpreemptoff=1 "
                      "so an emulator bug is not blamed on the binary",
-         cpu_check_off=True, glibc_loader="/lib/ld-linux.so.2", musl_loader="/lib/ld-musl-i386.so.1"),
+         cpu_check_off=True),
     Arch("arm", "arm", "EM_ARM", 32, "little", "arm", "GOARM", ("v5", "v6", "v7"), "v7",
          _m(("arm926", "v5"), ("arm1026", "v5"), ("arm1136", "v6"), ("arm1176", "v6"),
             ("arm11mpcore", "v6"), ("cortex-a7", "v7"), ("cortex-a8", "v7"), ("cortex-a9", "v7"),
             ("cortex-a15", "v7"), ("max", "v7")),
          {"v5": "arm926", "v6": "arm1176", "v7": "cortex-a7"},
-         {"v5": "armel", "v6": "armel", "v7": "armhf"},
-         glibc_loader="/lib/ld-linux-armhf.so.3", musl_loader="/lib/ld-musl-armhf.so.1"),
+         {"v5": "armel", "v6": "armel", "v7": "armhf"}),
     Arch("arm64", "arm64", "EM_AARCH64", 64, "little", "aarch64", "GOARM64", _ARM64_LEVELS, "v8.0",
          # qemu 7.2 has no v8.1-only model: neoverse-n1 is the oldest that runs v8.1 (LSE atomics).
          _m(("cortex-a35", "v8.0"), ("cortex-a53", "v8.0"), ("cortex-a57", "v8.0"), ("cortex-a72", "v8.0"),
             ("neoverse-n1", "v8.2"), ("cortex-a76", "v8.2"), ("a64fx", "v8.2"), ("max", "v8.2")),
          {"v8.0": "cortex-a53", "v8.1": "neoverse-n1", "v8.2": "neoverse-n1"},
-         {"": "arm64"},
-         glibc_loader="/lib/ld-linux-aarch64.so.1", musl_loader="/lib/ld-musl-aarch64.so.1"),
+         {"": "arm64"}),
     Arch("ppc64le", "ppc64le", "EM_PPC64", 64, "little", "ppc64le", "GOPPC64",
          ("power8", "power9", "power10"), "power8",
          _m(("power7", None), ("power8", "power8"), ("power9", "power9"), ("power10", "power10")),
-         {"power8": "power8", "power9": "power9", "power10": "power10"}, {"": "ppc64el"},
-         glibc_loader="/lib64/ld64.so.2", musl_loader="/lib/ld-musl-powerpc64le.so.1"),
+         {"power8": "power8", "power9": "power9", "power10": "power10"}, {"": "ppc64el"}),
     Arch("ppc64", "ppc64", "EM_PPC64", 64, "big", "ppc64", "GOPPC64",
          ("power8", "power9", "power10"), "power8",
          _m(("power7", None), ("power8", "power8"), ("power9", "power9"), ("power10", "power10")),
          {"power8": "power8", "power9": "power9", "power10": "power10"}),
     Arch("s390x", "s390x", "EM_S390", 64, "big", "s390x", None, (), None,
          _m(("z900-base", None), ("qemu", None)),
-         {"": "qemu"}, {"": "s390x"},
-         glibc_loader="/lib/ld64.so.1", musl_loader="/lib/ld-musl-s390x.so.1"),
+         {"": "qemu"}, {"": "s390x"}),
     Arch("riscv64", "riscv64", "EM_RISCV", 64, "little", "riscv64", "GORISCV64",
          ("rva20u64", "rva22u64", "rva23u64"), "rva20u64",
          # plain rv64 has Zba/Zbb and so runs rva22u64: the RV64GC SiFive U54 is the rva20u64 baseline.
          _m(("sifive-e51", None), ("sifive-u54", "rva20u64"), ("rv64", "rva22u64"),
             ("rv64,v=true", "rva23u64")),
-         {"rva20u64": "sifive-u54", "rva22u64": "rv64", "rva23u64": "rv64,v=true"}, {"": "riscv64"},
-         glibc_loader="/lib/ld-linux-riscv64-lp64d.so.1", musl_loader="/lib/ld-musl-riscv64.so.1"),
+         {"rva20u64": "sifive-u54", "rva22u64": "rv64", "rva23u64": "rv64,v=true"}, {"": "riscv64"}),
     Arch("mips64le", "mips64le", "EM_MIPS", 64, "little", "mips64el", "GOMIPS64",
          ("softfloat", "hardfloat"), "hardfloat",
          # 5Kc has no FPU: it runs softfloat and traps on hardfloat; R4000 runs both.
          _m(("5Kc", "softfloat"), ("R4000", "hardfloat")), {"softfloat": "5Kc", "hardfloat": "R4000"},
-         {"": "mips64el"},
-         glibc_loader="/lib64/ld.so.1", musl_loader="/lib/ld-musl-mips64el.so.1"),
+         {"": "mips64el"}),
     Arch("mips64", "mips64", "EM_MIPS", 64, "big", "mips64", "GOMIPS64",
          ("softfloat", "hardfloat"), "hardfloat", _m(("5Kc", "softfloat"), ("R4000", "hardfloat")),
          {"softfloat": "5Kc", "hardfloat": "R4000"}),
@@ -176,6 +167,27 @@ _ZIG = {"amd64": "x86_64", "386": "x86", "arm": "arm", "arm64": "aarch64", "ppc6
         "ppc64": "powerpc64", "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el",
         "mips64": "mips64", "mipsle": "mipsel", "mips": "mips"}
 ARCHES = MappingProxyType({k: replace(a, zig=_ZIG.get(k)) for k, a in ARCHES.items()})
+
+
+@dataclass(frozen=True)
+class DebianArch:
+    """A Debian architecture's names that image definitions refer to."""
+
+    musl_arch: str
+    glibc_loader: str       # the PT_INTERP Go's linker writes for the GOARCHes on this Debian arch
+
+
+DEBIAN_ARCHES: Mapping[str, DebianArch] = MappingProxyType({
+    "amd64": DebianArch("x86_64", "/lib64/ld-linux-x86-64.so.2"),
+    "i386": DebianArch("i386", "/lib/ld-linux.so.2"),
+    "armel": DebianArch("arm", "/lib/ld-linux.so.3"),
+    "armhf": DebianArch("armhf", "/lib/ld-linux-armhf.so.3"),
+    "arm64": DebianArch("aarch64", "/lib/ld-linux-aarch64.so.1"),
+    "ppc64el": DebianArch("powerpc64le", "/lib64/ld64.so.2"),
+    "s390x": DebianArch("s390x", "/lib/ld64.so.1"),
+    "riscv64": DebianArch("riscv64", "/lib/ld-linux-riscv64-lp64d.so.1"),
+    "mips64el": DebianArch("mips64el", "/lib64/ld.so.1"),
+})
 
 
 @dataclass(frozen=True)
