@@ -398,6 +398,8 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
         if model is None:
             return _fail("infra-error", f"no qemu CPU model is known for {a.goarch} {b.level}",
                          "name a CPU model in a custom profile", profile=name, cpu=None)
+        if (gap := _tcg_gap(a, model, b.level, name)) is not None:
+            return gap
         return _prediction("ok", f"runs on {model}", f"{b.level_text}: the oldest qemu model for {a.goarch} "
                            f"{b.level}{note}", profile=name, cpu=model)
     hw = platforms.HARDWARE_PROFILES.get(name)
@@ -424,8 +426,20 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
             fix = f"drop the {name} profile for {a.goarch}: {model} runs no Go {a.goarch} level"
         return _fail("unsupported-cpu", f"{b.level_text} needs {a.goarch} {b.level}; {model} {runs}", fix,
                      profile=name, cpu=model)
+    if (gap := _tcg_gap(a, model, b.level, name)) is not None:
+        return gap
     return _prediction("ok", f"runs on {model}", f"{b.level_text} needs {a.goarch} {b.level}; {model} runs up to "
                        f"{a.goarch} {m.level}{note}", profile=name, cpu=model)
+
+
+def _tcg_gap(a: platforms.Arch, model: str, level: str | None, profile: str) -> dict[str, Any] | None:
+    """emulation-unsupported when the model runs this level on hardware but qemu's TCG lacks what it needs."""
+    m = a.model(model)
+    if m is None or not m.tcg_gap or not m.level or not level or a.level_index(level) < a.level_index(m.level):
+        return None
+    return _fail("emulation-unsupported", f"{model} runs {a.goarch} {level} on real hardware, but qemu's TCG has "
+                 f"no {m.tcg_gap}", f"test {a.goarch} {level} on real hardware (the host profile, where it "
+                 "has the features)", profile=profile, cpu=model)
 
 
 # --------------------------------------------------------------------------

@@ -49,6 +49,7 @@ SPECS = {
     "goarm6": Spec("linux", "arm", {"CGO_ENABLED": "0", "GOARM": "6"}, ("-ldflags=-s -w",)),
     "goarm7": Spec("linux", "arm", {"CGO_ENABLED": "0"}),          # Go's default GOARM=7
     "goamd64-v3": Spec("linux", "amd64", {"CGO_ENABLED": "0", "GOAMD64": "v3"}),
+    "goamd64-v4": Spec("linux", "amd64", {"CGO_ENABLED": "0", "GOAMD64": "v4"}),
     "windows": Spec("windows", "amd64", {"CGO_ENABLED": "0"}),
     "darwin": Spec("darwin", "arm64", {"CGO_ENABLED": "0"}),
 }
@@ -230,6 +231,13 @@ def test_goamd64_v3_fails_on_a_v2_vm(get: Any) -> None:
     assert v["x86-64-v2-vm"] == "unsupported-cpu" and v["x86-64-v3"] == "ok" and v["baseline"] == "ok"
     assert next(p["cpu"] for p in r["profiles"] if p["profile"] == "baseline") == "Haswell"
     assert "GOAMD64=v2" in next(p["fix"] for p in r["profiles"] if p["profile"] == "x86-64-v2-vm")
+
+
+def test_goamd64_v4_is_predicted_emulation_unsupported_on_its_baseline(get: Any) -> None:
+    _, r = get("goamd64-v4")
+    base = next(p for p in r["profiles"] if p["profile"] == "baseline")
+    assert (base["verdict"], base["cpu"]) == ("emulation-unsupported", "Skylake-Server")
+    assert "AVX-512" in base["reason"]
 
 
 @pytest.mark.parametrize("name", ["windows", "darwin"])
