@@ -155,18 +155,25 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
 
     proc.reset()
     res = RunResult(plan, ns.engine)
-    # SIGTERM (CI cancel) gets the same clean-up as Ctrl-C
-    old = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM (a CI cancel) only kill the running process trees and set a flag here; the
+    # pipeline raises KeyboardInterrupt at a safe point. Raising from the handler itself could land
+    # inside concurrent.futures while it holds a future's lock, and the pool would then never drain.
+    def on_signal(signum: int, frame: object) -> None:
+        proc.stop()
+
+    old = signal.signal(signal.SIGTERM, on_signal)
+    old_int = signal.signal(signal.SIGINT, on_signal)
     try:
         with make_engine(ns.engine) as engine:
             engine.preflight(plan.cells)
             with ui.progress(console, plan) as bar:
                 execute(plan, engine, ns.jobs, bar, res)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, proc.Stopped):
         proc.stop()
         res.interrupted = True
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
         _write_reports(ns, res)
     ui.render(console, res)
     if res.interrupted:

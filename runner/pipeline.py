@@ -87,6 +87,8 @@ def _iter_done(pending: list[Future[T]]) -> Iterator[Future[T]]:
     rest = set(pending)
     while rest:
         done, rest = wait(rest, timeout=0.2, return_when=FIRST_COMPLETED)
+        if proc.stopping():     # Ctrl-C/SIGTERM: the signal handler only set the flag
+            raise KeyboardInterrupt
         yield from done
 
 
