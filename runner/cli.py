@@ -79,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if (args_in and args_in[0] not in SUBCOMMANDS and not args_in[0].startswith("-")) or (args_in and args_in[0].startswith("-") and args_in[0] not in ("-h", "--help", "--version")):
         args_in = ["run", *args_in]
-    console = Console(stderr=False, highlight=False)
+    # CI logs are not terminals: rich would wrap explanations at 80 columns there
+    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+    console = Console(stderr=False, highlight=False, width=wide)
     err = Console(stderr=True, highlight=False)
     try:
         if args_in and args_in[0] == "explain":
