@@ -808,7 +808,7 @@ class DockerEngine:
             try:
                 for stream, data in frames_iter(sock, False):
                     (out if stream == 1 else err).feed(data)
-            except OSError:
+            except (OSError, ValueError):   # ValueError: the cell's end closed the socket under us
                 pass
             finally:
                 eof.set()
