@@ -122,3 +122,22 @@ def test_xarch_cell_fixture_in_a_user_test(pytester):
     r = pytester.runpytest_subprocess("test_mine.py", "-v", "-p", "no:cacheprovider")
     r.assert_outcomes(passed=3)
     r.stdout.fnmatch_lines(["*test_prints?linux/arm64:scratch:baseline? PASSED*"])
+
+
+def test_a_crashed_worker_is_reported_as_that_cells_failure(pytester):
+    _matrix(pytester, BASIC)
+    pytester.makepyfile(test_crash="""
+        import os, signal
+        import pytest
+
+        @pytest.mark.xarch(targets="linux/arm64")
+        def test_dies(xarch_cell):
+            os.kill(os.getpid(), signal.SIGKILL)     # the worker process dies mid-test
+
+        @pytest.mark.xarch(targets="linux/arm/v6", profiles="baseline")
+        def test_lives(xarch_cell):
+            assert xarch_cell.run(["hello"]).verdict == "ok"
+    """)
+    r = pytester.runpytest_subprocess("test_crash.py", "-n", "2", "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1, failed=1)
+    r.stdout.fnmatch_lines(["*crashed while running*test_dies?linux/arm64:scratch:baseline?*"])
