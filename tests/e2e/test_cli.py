@@ -102,7 +102,14 @@ def test_ctrl_c_cleans_up_exits_130_and_keeps_partial_results(tmp_path, probe_sr
         time.sleep(0.2)
     assert _procs_with(marker), "the cells never started"
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:        # a hung xrun must not outlive the test (nor its sandboxes)
+            p.kill()
+            p.communicate()
+            for pid in _procs_with(marker):
+                os.kill(int(pid), signal.SIGKILL)
     assert p.returncode == 130, out + err
     assert "interrupted" in err
     time.sleep(0.5)
