@@ -19,10 +19,12 @@ SUBCOMMANDS = ("run", "images", "doctor", "explain", "exec", "gha", "report")
 
 
 def _only(s: str) -> tuple[str, str]:
-    key, sep, glob = s.partition("=")
-    if not sep or key not in ("target", "image", "profile") or not glob:
-        raise argparse.ArgumentTypeError(f"'{s}' is not KEY=GLOB with KEY one of target, image, profile")
-    return key, glob
+    from .matrix import parse_only
+
+    try:
+        return parse_only(s)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(e.detail) from None
 
 
 def _shard(s: str) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from .engines.local import LocalEngine, split_status
 from .errors import ConfigError, InfraError
 from .matrix import known_images
 from .pipeline import RootfsProvider
-from .plan import Cell, Expect, Profile, RunSpec, Target
+from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,11 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _profile(name: str, goarch: str) -> Profile:
-    if name in ("baseline", "host"):
-        return Profile(name, builtin=True)
-    hw = platforms.HARDWARE_PROFILES.get(name)
-    if hw is not None:
-        return Profile(name, dict(hw.cpu), builtin=True)
+    if name in platforms.BUILTIN_PROFILES:
+        return builtin_profile(name)
     return Profile(name, {goarch: name})     # a plain qemu model name
 
 

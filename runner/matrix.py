@@ -18,7 +18,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from . import platforms
 from .errors import ConfigError
-from .plan import BuildJob, Cell, Expect, Plan, Profile, RunSpec, Target
+from .plan import BuildJob, Cell, Expect, Plan, Profile, RunSpec, Target, builtin_profile
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
@@ -367,8 +367,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
                     raise v.d.err(f"unknown profile '{pname}'{_suggest(pname, platforms.BUILTIN_PROFILES)};"
                                   f" builtin: {', '.join(platforms.BUILTIN_PROFILES)}, or a mapping "
                                   "{name: ..., cpu: {arch: model}}", key, line)
-                hw = platforms.HARDWARE_PROFILES.get(pname)
-                prof = Profile(pname, dict(hw.cpu) if hw else {}, builtin=True)
+                prof = builtin_profile(pname)
             if any(p.name == prof.name for p in profiles):
                 raise v.d.err(f"'{prof.name}' is listed twice", key, line)
             profiles.append(prof)
@@ -539,6 +538,14 @@ def _apply_xfail(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Ce
         if not hit:
             raise v.d.err(f"{dict(sel)} matches no cell (a typo, or excluded?)", key, line)
     return out
+
+
+def parse_only(s: str) -> tuple[str, str]:
+    """A --only KEY=GLOB selector (KEY: target, image or profile)."""
+    key, sep, glob = s.partition("=")
+    if not sep or key not in ("target", "image", "profile") or not glob:
+        raise ConfigError(f"'{s}' is not KEY=GLOB with KEY one of target, image, profile")
+    return key, glob
 
 
 def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int, int] | None = None) -> Plan:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from . import proc
+from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import Verdict, classify
 from .engines import Engine, Evidence
 from .errors import InfraError
-from .plan import Cell, Plan
+from .plan import Cell, Plan, RunSpec
 
 
 @dataclass(frozen=True)
@@ -137,15 +138,8 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
             why = b.explanation.splitlines()[0] if b and b.explanation else "no artifact"
             return CellResult(cell, Verdict("not-runnable", f"not run: the build of {cell.target.spec} failed "
                                             f"({why})", "fix the build first (see builds)"), None)
-        if not cell.target.runnable:
-            return CellResult(cell, classify(cell, Evidence(cell.id, "-", b.facts or _missing(b), ran=False),
-                                             plan.run.expect, plan.run.timeout), None)
-        try:
-            root = roots.get(cell)
-        except InfraError as e:
-            return CellResult(cell, Verdict("infra-error", e.what, e.fix), None)
-        ev = engine.run_cell(cell, b.artifact, root, plan.run)
-        return CellResult(cell, classify(cell, ev, plan.run.expect, plan.run.timeout), ev)
+        verdict, ev = run_built(cell, b.artifact, lambda: (engine, roots), plan.run)
+        return CellResult(cell, verdict, ev if cell.target.runnable else None)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futs = {pool.submit(one, c): c for c in plan.cells}
@@ -166,9 +160,23 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
     return out
 
 
-def _missing(b: BuildResult):  # type: ignore[no-untyped-def]
-    from .artifact import inspect
-    return inspect(b.artifact) if b.artifact else inspect("/nonexistent")
+def run_built(cell: Cell, artifact: Path, ready: Callable[[], tuple[Engine, RootfsProvider]],
+              run: RunSpec) -> tuple[Verdict, Evidence | None]:
+    """Run and classify one cell whose build produced an artifact (xrun and the pytest plugin).
+
+    A target that cannot run here is classified from its file alone; `ready` (the engine and its
+    image roots) is called only when a cell really runs, so such a plan never starts an engine.
+    """
+    if not cell.target.runnable:
+        ev = Evidence(cell.id, "-", inspect(artifact), ran=False)
+        return classify(cell, ev, run.expect, run.timeout), ev
+    engine, roots = ready()
+    try:
+        root = roots.get(cell)
+    except InfraError as e:
+        return Verdict("infra-error", e.what, e.fix), None
+    ev = engine.run_cell(cell, artifact, root, run)
+    return classify(cell, ev, run.expect, run.timeout), ev
 
 
 def execute(plan: Plan, engine: Engine, jobs: int, progress: Progress = _noop,

@@ -53,6 +53,13 @@ class Profile:
         return self.cpu.get(target.arch)
 
 
+def builtin_profile(name: str) -> Profile:
+    """baseline, host or a hardware profile (pi-zero, graviton2, ...) by name (KeyError when unknown)."""
+    if name in ("baseline", "host"):
+        return Profile(name, builtin=True)
+    return Profile(name, dict(platforms.HARDWARE_PROFILES[name].cpu), builtin=True)
+
+
 @dataclass(frozen=True)
 class Expect:
     exit: int = 0

@@ -19,9 +19,10 @@ import pytest
 from . import matrix as matrix_mod
 from . import proc
 from .build import BuildResult, output_excludes, run_build, tree_digest
-from .classify import Verdict, classify
-from .engines import Evidence
+from .classify import Verdict
+from .engines import Engine, Evidence, make_engine
 from .errors import ConfigError, InfraError
+from .pipeline import RootfsProvider, run_built
 from .plan import Cell, Expect, Plan, RunSpec
 
 _KEY = pytest.StashKey["XarchSession"]()
@@ -194,14 +195,14 @@ class XarchSession:
         self._plan: Plan | None = None
         self._builds: dict[str, BuildResult] = {}
         self._digest: str | None = None
-        self._engine: Any = None
-        self._roots: Any = None
+        self._engine: Engine | None = None
+        self._roots: RootfsProvider | None = None
 
     def plan(self) -> Plan:
         if self._plan is None:
             try:
                 plan = matrix_mod.load(self.matrix_path)
-                only = [_only(s) for s in self.config.getoption("--xarch-only")]
+                only = [matrix_mod.parse_only(s) for s in self.config.getoption("--xarch-only")]
                 self._plan = matrix_mod.select(plan, only)
             except ConfigError as e:
                 raise pytest.UsageError(f"xarch: {e}") from None
@@ -217,11 +218,9 @@ class XarchSession:
             self._builds[spec] = run_build(job, self._digest)
         return self._builds[spec]
 
-    def _engine_ready(self) -> Any:
+    def _engine_ready(self) -> tuple[Engine, RootfsProvider]:
+        """The engine (started on first use, after its preflight) and its image roots."""
         if self._engine is None:
-            from .engines import make_engine
-            from .pipeline import RootfsProvider
-
             proc.reset()
             eng = make_engine(self.config.getoption("--xarch-engine")).__enter__()
             try:
@@ -231,32 +230,19 @@ class XarchSession:
                 raise
             self._engine = eng
             self._roots = RootfsProvider(eng.empty_root)
-        return self._engine
+        assert self._roots is not None
+        return self._engine, self._roots
 
     def run_cell(self, cell: Cell, run: RunSpec) -> tuple[Verdict, Evidence | None]:
         b = self.build(cell)
         if not b.runnable or b.artifact is None:
             return Verdict(b.verdict, f"the build of {cell.target.spec} failed: {b.explanation}", b.fix), None
-        if not cell.target.runnable:
-            from .artifact import inspect
-            ev = Evidence(cell.id, "-", inspect(b.artifact), ran=False)
-            return classify(cell, ev, run.expect, run.timeout), ev
-        engine = self._engine_ready()
-        root = self._roots.get(cell)
-        ev = engine.run_cell(cell, b.artifact, root, run)
-        return classify(cell, ev, run.expect, run.timeout), ev
+        return run_built(cell, b.artifact, self._engine_ready, run)
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.__exit__(None, None, None)
             self._engine = None
-
-
-def _only(s: str) -> tuple[str, str]:
-    key, sep, glob = s.partition("=")
-    if not sep or key not in ("target", "image", "profile"):
-        raise ConfigError(f"--xarch-only '{s}' is not KEY=GLOB with KEY one of target, image, profile")
-    return key, glob
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
