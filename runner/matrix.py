@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
 import sys
@@ -16,9 +17,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from . import platforms
+from . import paths, platforms, qemu_cpus
 from .errors import ConfigError
-from .plan import BuildJob, Cell, Expect, Plan, Profile, RunSpec, Target, builtin_profile
+from .plan import BuildJob, Cell, Expect, Limits, Plan, Profile, RunSpec, Target, builtin_profile, size_text
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
@@ -26,7 +27,7 @@ CELL_VERDICTS = ("ok", "exit-status", "wrong-output", "exec-format-error", "miss
                  "missing-library", "unsupported-cpu", "emulation-unsupported", "crashed", "timeout",
                  "not-runnable", "infra-error")
 REPRO_OUTPUT = "@XARCH_REPRO_OUTPUT@"   # replaced by a path in the project's copy
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+IMAGES_DIR = paths.images_dir()
 
 _TOP_KEYS = ("name", "project", "package", "build", "targets", "images", "profiles", "run",
              "exclude", "xfail")
@@ -143,6 +144,19 @@ def _suggest(word: str, choices: Collection[str]) -> str:
     import difflib
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_model(v: _Validator, goarch: str, model: str, key: str, line: int | None) -> None:
+    """A CPU model qemu does not know fails here, before anything is built (not as 64 failed cells)."""
+    if platforms.arch(goarch).qemu is None:
+        return
+    names = qemu_cpus.models(goarch)
+    if names is None or qemu_cpus.accepted(model, names):
+        return      # no emulator here to ask: the preflight says what is missing
+    close = qemu_cpus.closest(model, names)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise v.d.err(f"qemu-{platforms.arch(goarch).qemu}-static knows no CPU model '{model}'{hint} "
+                  f"(all of them: `qemu-{platforms.arch(goarch).qemu}-static -cpu help`)", key, line)
 
 
 def parse_target(spec: str, v: _Validator, key: str, line: int | None) -> tuple[str, str, str | None]:
@@ -360,6 +374,8 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
                     raise v.d.err("needs cpu: {arch: qemu model}, e.g. {amd64: Westmere}", key, line)
                 cnode = v.mapping(x["cpu"], f"{key}.cpu", _line(x, "cpu"), list(platforms.ARCHES))
                 cpu = {str(a): v.string(m, f"{key}.cpu.{a}", _line(cnode, a)) for a, m in cnode.items()}
+                for goarch, cpu_model in cpu.items():
+                    _check_model(v, goarch, cpu_model, f"{key}.cpu.{goarch}", _line(cnode, goarch))
                 prof = Profile(pname, cpu)
             else:
                 pname = v.string(x, key, line)
@@ -375,7 +391,8 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     # run
     run = RunSpec()
     if "run" in top and top["run"] is not None:
-        rnode = v.mapping(top["run"], "run", _line(top, "run"), ("args", "env", "stdin", "timeout", "expect"))
+        rnode = v.mapping(top["run"], "run", _line(top, "run"),
+                          ("args", "env", "stdin", "timeout", "expect", "limits"))
         args: tuple[str, ...] = ()
         if "args" in rnode:
             a = v.command(rnode["args"], "run.args", _line(rnode, "args")) if rnode["args"] else ()
@@ -410,7 +427,10 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
                     raise v.d.err(f"invalid regular expression {pat!r}: {err}", "run.expect.stdout",
                                   _line(enode, "stdout")) from None
             expect = Expect(ex, pat)
-        run = RunSpec(args, renv, stdin, timeout, expect)
+        limits = Limits()
+        if rnode.get("limits") is not None:
+            limits = _limits(v, rnode["limits"], _line(rnode, "limits"))
+        run = RunSpec(args, renv, stdin, timeout, expect, limits)
 
     # builds: render command and output per target; catch two targets writing one file (seed bug 6)
     builds: list[BuildJob] = []
@@ -423,6 +443,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         if not rel:
             raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
         out = (project / rel).resolve()
+        _confine(v, out, rel, (project, base_dir), out_key, out_line)
         if out in outputs:
             other = outputs[out]
             raise v.d.err(
@@ -487,6 +508,53 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     cells = _apply_xfail(top, v, cells)
     return Plan(p, name, project, tuple(builds), tuple(cells), run,
                 {t.spec: t.line or 1 for t in targets})
+
+
+def _confine(v: _Validator, out: Path, rel: str, roots: tuple[Path, ...], key: str, line: int | None) -> None:
+    """A path the matrix writes must stay in the project (or the matrix's directory) after symlinks."""
+    if any(out.is_relative_to(r) for r in roots):
+        return
+    lexical = Path(os.path.normpath(roots[0] / rel))
+    via = (f" (a symlink on the way: {lexical} resolves to {out})"
+           if any(lexical.is_relative_to(r) for r in roots) else "")
+    shown = " or ".join(dict.fromkeys(str(r) for r in roots))
+    raise v.d.err(f"'{rel}' writes outside the project: {out}{via}; artifacts must stay under {shown}",
+                  key, line)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
+_LIMIT_MIN = {"memory": 32 << 20, "pids": 16, "output": 4 << 10}
+
+
+def parse_size(value: Any) -> int | None:
+    """2g, 512m, 64k, 4096 (bytes; binary units as docker's --memory takes them) -> bytes, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str) or not (m := _SIZE_RE.match(value)):
+        return None
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
+
+
+def _limits(v: _Validator, node: Any, line: int | None) -> Limits:
+    m = v.mapping(node, "run.limits", line, ("memory", "pids", "output"))
+    out: dict[str, int] = {}
+    for key in ("memory", "pids", "output"):
+        if key not in m:
+            continue
+        k, kl = f"run.limits.{key}", _line(m, key)
+        raw = m[key]
+        n = (raw if isinstance(raw, int) and not isinstance(raw, bool) else None) if key == "pids" else parse_size(raw)
+        if n is None:
+            want = "a whole number" if key == "pids" else "a size such as 2g, 512m or 65536 (bytes)"
+            raise v.d.err(f"must be {want}, got {_kind(raw)}", k, kl)
+        if n < _LIMIT_MIN[key]:
+            raise v.d.err(f"{raw!r} is below the least a cell needs ({_LIMIT_MIN[key] if key == 'pids' else size_text(_LIMIT_MIN[key])}): "
+                          "qemu and the Go runtime start several threads and map memory before main",
+                          k, kl)
+        out[key] = n
+    return Limits(**out)
 
 
 def _selector(node: Any, v: _Validator, key: str, line: int | None,

@@ -66,6 +66,27 @@ class Expect:
     stdout: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one cell may use, the same in both engines (run.limits): bytes, processes+threads, bytes."""
+
+    memory: int = 2 << 30
+    pids: int = 4096
+    output: int = 64 << 20      # stdout + stderr together; the cell is stopped past it
+
+    def describe(self) -> str:
+        return f"memory {size_text(self.memory)}, pids {self.pids}, output {size_text(self.output)}"
+
+
+def size_text(n: int) -> str:
+    """2147483648 -> '2 GiB' (whole units when exact), for messages about limits."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.0f} {unit}" if n % (1 << shift) == 0 else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     args: tuple[str, ...] = ()
@@ -73,6 +94,7 @@ class RunSpec:
     stdin: str | None = None
     timeout: float = 60.0
     expect: Expect = Expect()
+    limits: Limits = Limits()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import InfraError
@@ -38,6 +38,7 @@ class Result:
     duration_s: float
     timed_out: bool = False
     truncated: bool = False
+    output_limited: bool = False    # stdout + stderr passed output_limit: the tree was killed there
 
 
 def which(name: str, fix: str) -> str:
@@ -49,14 +50,16 @@ def which(name: str, fix: str) -> str:
 
 
 class Tail:
-    """Keeps the last `limit` bytes of a stream, counting what was dropped."""
+    """Keeps the last `limit` bytes of a stream, counting what was dropped (and all bytes seen)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.buf = bytearray()
         self.dropped = 0
+        self.total = 0
 
     def feed(self, data: bytes) -> None:
+        self.total += len(data)
         self.buf += data
         if len(self.buf) > self.limit:
             cut = len(self.buf) - self.limit
@@ -68,13 +71,15 @@ class Tail:
         return f"[... {self.dropped} bytes dropped ...]\n{s}" if self.dropped else s
 
 
-def _pump(stream: object, tail: Tail) -> None:
-    read = stream.read  # type: ignore[attr-defined]
+def _pump(stream: object, tail: Tail, after: Callable[[], None] | None = None) -> None:
+    read = stream.read1 if hasattr(stream, "read1") else stream.read  # type: ignore[attr-defined]
     while True:
         chunk = read(65536)
         if not chunk:
             return
         tail.feed(chunk)
+        if after is not None:
+            after()
 
 
 def disable_core_dumps() -> None:
@@ -86,8 +91,14 @@ def disable_core_dumps() -> None:
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
         stdin: str | bytes | None = None, timeout: float | None = None,
-        tail_bytes: int = TAIL_BYTES) -> Result:
-    """Run argv in its own session; on timeout SIGKILL the whole process group."""
+        tail_bytes: int = TAIL_BYTES, output_limit: int | None = None,
+        preexec_fn: Callable[[], None] | None = None, pass_fds: Sequence[int] = ()) -> Result:
+    """Run argv in its own session; on timeout SIGKILL the whole process group.
+
+    With `output_limit`, stdout and stderr are kept whole up to that many bytes together, and the
+    tree is killed once it writes more (a cell must not fill the host's memory or disk with output).
+    `preexec_fn` runs in the child before exec (it only writes to pre-opened files: see limits.py).
+    """
     if _stopping.is_set():
         raise Stopped("xrun is stopping")
     t0 = time.monotonic()
@@ -95,14 +106,22 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
     proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
                             stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
     with _live_lock:
         _live.add(proc)
         if _stopping.is_set():
             kill_tree(proc)
-    out, err = Tail(tail_bytes), Tail(tail_bytes)
-    readers = [threading.Thread(target=_pump, args=(proc.stdout, out), daemon=True),
-               threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)]
+    keep = max(tail_bytes, output_limit or 0)
+    out, err = Tail(keep), Tail(keep)
+    limited = threading.Event()
+    check: Callable[[], None] | None = None
+    if output_limit is not None:
+        def check() -> None:
+            if out.total + err.total > output_limit and not limited.is_set():
+                limited.set()
+                kill_tree(proc)
+    readers = [threading.Thread(target=_pump, args=(proc.stdout, out, check), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, err, check), daemon=True)]
     for r in readers:
         r.start()
     if data is not None:
@@ -143,7 +162,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
     rc = proc.returncode
     sig = -rc if rc < 0 else None
     return Result(tuple(argv), None if sig else rc, sig, out.text(), err.text(),
-                  time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped))
+                  time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped), limited.is_set())
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
