@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from ..artifact import ArtifactFacts
 from ..plan import Cell, RunSpec
+from ..proc import TAIL_BYTES
+from .limits import LimitOutcome
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,24 @@ class Evidence:
     infra: str | None = None                # the runner itself failed: what, and the fix
     infra_fix: str | None = None
     path: str = ""                          # how the cell was started (recorded for the report)
+    limits: LimitOutcome | None = None      # what bounded the cell, and whether a limit struck
+    output_limited: bool = False            # stdout+stderr passed run.limits.output: xrun stopped it
+    hardening: tuple[str, ...] = ()         # what the sandbox withheld (and any hardening that was missing)
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def trimmed(self, keep: int = TAIL_BYTES) -> Evidence:
+        """The same evidence with stdout and stderr cut to their last `keep` bytes, for the report.
+
+        Engines keep the whole output (up to run.limits.output) so that expect.stdout is matched
+        against all of it; once classified, a tail is what the report needs.
+        """
+        def cut(text: str) -> str:
+            data = text.encode("utf-8", "replace")
+            if len(data) <= keep:
+                return text
+            return (f"[... {len(data) - keep} bytes dropped ...]\n"
+                    + data[-keep:].decode("utf-8", "replace"))
+        return replace(self, stdout=cut(self.stdout), stderr=cut(self.stderr))
 
 
 class Engine(Protocol):

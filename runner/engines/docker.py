@@ -27,6 +27,7 @@ Two modes, with the same verdicts (tests/e2e/test_docker_engine.py runs every on
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
@@ -38,7 +39,6 @@ import shutil
 import socket
 import struct
 import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -56,12 +56,13 @@ from docker.types import LogConfig, Mount, Ulimit
 from docker.utils.socket import frames_iter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .. import platforms, proc
+from .. import paths, platforms, proc
 from ..errors import InfraError
-from ..plan import Cell, RunSpec
-from . import Evidence
+from ..plan import Cell, Limits, RunSpec, size_text
+from . import Evidence, emulator, sandbox
 from . import local as _local
 from .foreign import run_foreign
+from .limits import LimitOutcome, cgroup_counters
 
 MODES = ("container", "pool")
 DEFAULT_MODE = "pool"               # every parity test passes in both modes; pool is ~3x cheaper
@@ -81,6 +82,10 @@ DAEMON_FIX = ("start the docker daemon: `sudo systemctl start docker` (or `sudo 
               "is not running), or use --engine local")
 INSTALL_FIX = ("install docker: `sudo apt-get install docker.io` and start it with `sudo systemctl start "
                "docker` (or `sudo dockerd &`), or use --engine local")
+
+HARDENING = ("no capabilities (--cap-drop ALL), no new privileges", "xarch's seccomp filter (as the local "
+             "engine's: mount, ptrace of others, keyrings, namespaces, modules, bpf, ... refused)",
+             "read-only root filesystem, network none")
 
 _TINI_EXEC = re.compile(r"^\[FATAL tini \(\d+\)\] exec (\S+) failed: (.+)$")
 _RUNC_EXEC = re.compile(r"^exec (\S+): (.+)$")
@@ -307,23 +312,29 @@ class _Outcome:
     timed_out: bool = False
     infra: tuple[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    oom_killed: bool = False
+    pids_hit: bool = False
+    output_limited: bool = False
 
 
 class _SlotGone(Exception):
     """The pooled container is no longer running (the cell never started in it)."""
 
 
+_SlotKey = tuple[str, str, bool, Limits]    # image tag, qemu, whether /tmp exists, the limits
+
+
 @dataclass
 class _Slot:
-    """One pooled container and the host directories bound into it."""
+    """One pooled container, the host directory with the cell's artifact, and its writable dirs."""
 
-    key: tuple[str, str, bool]
+    key: _SlotKey
     container: Any
     cell_dir: Path
-    tmp_dir: Path | None
-    shm_dir: Path
+    writable: tuple[str, ...]
     init_pid: int = 0
     cells: int = 0
+    mtimes: tuple[str, ...] = ()
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -337,14 +348,11 @@ class DockerEngine:
 
     name = "docker"
 
-    def __init__(self, mode: str | None = None, *, client: Any = None, mem_limit: str = "2g",
-                 pids_limit: int = 4096) -> None:
+    def __init__(self, mode: str | None = None, *, client: Any = None) -> None:
         mode = mode or os.environ.get(MODE_ENV) or DEFAULT_MODE
         if mode not in MODES:
             raise InfraError(f"unknown docker engine mode '{mode}'", f"use one of {', '.join(MODES)}")
         self.mode = mode
-        self.mem_limit = mem_limit
-        self.pids_limit = pids_limit
         self.run_id = uuid.uuid4().hex[:12]
         self._client: Any = client
         self._own_client = client is None
@@ -355,7 +363,7 @@ class DockerEngine:
         self._lock = threading.Lock()
         self._images: dict[tuple[str, str, str | None, str], str] = {}
         self._image_locks: dict[str, threading.Lock] = {}
-        self._idle: dict[tuple[str, str, bool], list[_Slot]] = {}
+        self._idle: dict[_SlotKey, list[_Slot]] = {}
         self._slots: list[_Slot] = []
         self._pool_off: str | None = None       # why the pool cannot be used here, once known
         self.removed_leftovers = 0
@@ -364,7 +372,7 @@ class DockerEngine:
 
     def __enter__(self) -> DockerEngine:
         proc.disable_core_dumps()
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"xarch-docker-{os.getpid()}-"))
+        self._tmp = paths.run_tmpdir("docker")
         etc = self._tmp / "etc"
         etc.mkdir()
         # the same files the local engine binds, so name resolution and hostname behave the same
@@ -373,7 +381,7 @@ class DockerEngine:
         (etc / "resolv.conf").write_text("# xarch cells have no network\n")
         (etc / "hostname").write_text(_local.HOSTNAME + "\n")
         (self._tmp / "empty").mkdir()
-        self._remove_stale_tmp()
+        paths.remove_stale_tmpdirs()
         try:
             self._connect()
             self.removed_leftovers = self.remove_leftovers()
@@ -436,17 +444,6 @@ class DockerEngine:
                               "sudo usermod -aG docker $USER (then log in again), or run xrun with sudo")
         return InfraError(f"the docker daemon is not reachable ({text[:200]})", DAEMON_FIX)
 
-    def _remove_stale_tmp(self) -> None:
-        """Scratch dirs of earlier engines whose process died (kill -9 leaves them)."""
-        base = Path(tempfile.gettempdir())
-        for d in base.glob("xarch-docker-*-*"):
-            try:
-                pid = int(d.name.split("-")[2])
-            except (IndexError, ValueError):
-                continue
-            if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(d, ignore_errors=True)
-
     def _list(self, label: str) -> list[dict[str, Any]]:
         """Containers with a label, from the list endpoint alone: the SDK's list() inspects each one
         and fails when another run removes one in between."""
@@ -476,7 +473,7 @@ class DockerEngine:
         if self._client is None:
             self._connect()
         for arch in sorted({c.target.arch for c in cells if c.target.runnable and c.cpu}):
-            _local.qemu_binary(arch)
+            emulator.qemu_binary(arch)
 
     # -- images --
 
@@ -580,14 +577,20 @@ class DockerEngine:
                       extra=self._extra(extra, retries))
         if failed is not None and failed[0] == QEMU_IN_ROOT:
             return mk(ran=False, infra=f"{qemu} cannot start inside the image: {failed[1]}",
-                      infra_fix=_local.QEMU_FIX + " (the statically linked build)", path=how,
+                      infra_fix=emulator.QEMU_FIX + " (the statically linked build)", path=how,
                       extra=self._extra(extra, retries))
         if code is not None and code > 128 and code - 128 in _local._SIGNALS:
             # tini and docker exec report a child killed by signal N as 128+N, like bwrap
             sig, code = code - 128, None
+        lim = run.limits
+        outcome = LimitOutcome(memory=f"{size_text(lim.memory)} (docker --memory, no swap)",
+                               pids=f"{lim.pids} (docker --pids-limit)",
+                               output=f"{size_text(lim.output)} (xrun stops the cell)", mechanism="docker",
+                               oom_killed=out.oom_killed, pids_hit=out.pids_hit)
         return mk(ran=True, exit_code=code, signal=sig, stdout=out.stdout, stderr=out.stderr,
                   duration_s=out.duration_s, timed_out=out.timed_out, emulator=qemu, tcg_missing=tcg,
-                  notes=tuple(notes), path=how, extra=self._extra(extra, retries))
+                  notes=tuple(notes), path=how, extra=self._extra(extra, retries), limits=outcome,
+                  output_limited=out.output_limited, hardening=HARDENING)
 
     @staticmethod
     def _extra(extra: dict[str, str], retries: _Retries) -> dict[str, str]:
@@ -603,15 +606,19 @@ class DockerEngine:
             m.append(Mount(QEMU_IN_ROOT, qemu, type="bind", read_only=True))
         return m
 
-    def _common(self, cell_id: str, mode: str) -> dict[str, Any]:
-        """create() arguments both modes share."""
+    def _common(self, cell_id: str, mode: str, limits: Limits) -> dict[str, Any]:
+        """create() arguments both modes share: the local engine's limits and privileges, in docker's terms."""
         return dict(
             network_mode="none", read_only=True, hostname=_local.HOSTNAME, working_dir="/", user="0:0",
             labels={LABEL_RUN: self.run_id, LABEL_CELL: cell_id, LABEL_OWNER: self._owner, LABEL_MODE: mode},
-            mem_limit=self.mem_limit, pids_limit=self.pids_limit, security_opt=["no-new-privileges"],
+            mem_limit=limits.memory, memswap_limit=limits.memory, pids_limit=limits.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges", f"seccomp={sandbox.docker_seccomp_profile()}"],
             # RLIMIT_CORE=0 as the local engine sets: no core files, the same qemu message every time
             ulimits=[Ulimit(name="core", soft=0, hard=0)],
-            log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
+            # the log holds the whole output up to the limit (xrun stops the cell past it)
+            log_config=LogConfig(type="json-file", config={"max-size": str(limits.output + (1 << 20)),
+                                                           "max-file": "1"}),
         )
 
     def _create(self, retries: _Retries, tag: str, cell: Cell, command: list[str], **kw: Any) -> Any:
@@ -633,8 +640,8 @@ class DockerEngine:
         mounts = self._mounts(qemu)
         mounts.append(Mount(APP_TARGET, str(artifact.resolve()), type="bind", read_only=True))
         # writable /tmp only where the image has one, as the local engine does; the rest is read-only
-        tmpfs = {"/tmp": "mode=1777"} if (rootfs / "tmp").is_dir() else {}
-        kw = self._common(cell.id, "cell")
+        tmpfs = {"/tmp": f"mode=1777,size={run.limits.memory}"} if (rootfs / "tmp").is_dir() else {}
+        kw = self._common(cell.id, "cell", run.limits)
         c = self._create(retries, tag, cell, cmd, environment=env, mounts=mounts, tmpfs=tmpfs, init=True,
                          stdin_open=run.stdin is not None, **kw)
         sock = None
@@ -651,13 +658,34 @@ class DockerEngine:
             t0 = time.monotonic()
             if sock is not None:
                 self._feed(sock, run.stdin)
+            out, err = proc.Tail(run.limits.output), proc.Tail(run.limits.output)
+            limited = threading.Event()
+
+            def follow(tail: proc.Tail, **which: bool) -> None:
+                # streamed while it runs, so the output limit stops the cell as it does in the local engine
+                with contextlib.suppress(Exception):
+                    for chunk in c.logs(stream=True, follow=True, **which):
+                        tail.feed(chunk)
+                        if out.total + err.total > run.limits.output and not limited.is_set():
+                            limited.set()
+                            with contextlib.suppress(Exception):
+                                c.kill()
+            readers = [threading.Thread(target=follow, args=(out,), kwargs={"stdout": True, "stderr": False},
+                                        daemon=True),
+                       threading.Thread(target=follow, args=(err,), kwargs={"stdout": False, "stderr": True},
+                                        daemon=True)]
+            for r in readers:
+                r.start()
             code, timed_out = self._wait_container(c, t0 + run.timeout)
             dur = time.monotonic() - t0
-            out, err = proc.Tail(proc.TAIL_BYTES), proc.Tail(proc.TAIL_BYTES)
-            for stream, tail in ((dict(stdout=True, stderr=False), out), (dict(stdout=False, stderr=True), err)):
-                for chunk in retries.call(c.logs, stream=True, follow=False, **stream):
-                    tail.feed(chunk)
-            return _Outcome(code, out.text(), err.text(), dur, timed_out)
+            for r in readers:
+                r.join(timeout=10)
+            oom = False
+            with contextlib.suppress(Exception):
+                c.reload()
+                oom = bool(c.attrs.get("State", {}).get("OOMKilled"))
+            return _Outcome(code, out.text(), err.text(), dur, timed_out and not limited.is_set(),
+                            oom_killed=oom, output_limited=limited.is_set())
         finally:
             if sock is not None:
                 _close_sock(sock)
@@ -707,7 +735,7 @@ class DockerEngine:
 
     def _run_pooled(self, cell: Cell, tag: str, artifact: Path, rootfs: Path, qemu: str | None,
                     cmd: list[str], env: dict[str, str], run: RunSpec, retries: _Retries) -> _Outcome | None:
-        key = (tag, qemu or "", (rootfs / "tmp").is_dir())
+        key = (tag, qemu or "", (rootfs / "tmp").is_dir(), run.limits)
         for attempt in (1, 2):
             slot = self._acquire(key, cell, retries)
             if slot is None:
@@ -715,7 +743,12 @@ class DockerEngine:
             keep = False
             try:
                 _stage(artifact, slot.cell_dir)
+                before = cgroup_counters(slot.init_pid) if slot.init_pid else None
                 out = self._exec(slot, cmd, env, run, retries)
+                after = cgroup_counters(slot.init_pid) if slot.init_pid else None
+                if before is not None and after is not None:
+                    out.oom_killed = after[0] > before[0]
+                    out.pids_hit = after[1] > before[1]
                 keep = self._reset(slot, retries)
                 slot.cells += 1
                 return out
@@ -727,7 +760,7 @@ class DockerEngine:
                 self._release(slot, keep)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _acquire(self, key: tuple[str, str, bool], cell: Cell, retries: _Retries) -> _Slot | None:
+    def _acquire(self, key: _SlotKey, cell: Cell, retries: _Retries) -> _Slot | None:
         with self._lock:
             idle = self._idle.get(key)
             if idle:
@@ -746,26 +779,23 @@ class DockerEngine:
         base = self._tmp / f"slot-{n}-{uuid.uuid4().hex[:6]}"
         cell_dir = base / "cell"
         cell_dir.mkdir(parents=True)
-        tmp_dir = base / "tmp" if key[2] else None
-        shm_dir = base / "shm"
         mounts = self._mounts(key[1] or None)
         mounts += [Mount(CELL_DIR, str(cell_dir), type="bind", read_only=True),
                    Mount(INIT_IN_ROOT, str(init), type="bind", read_only=True)]
-        # host directories rather than tmpfs, so they can be emptied between cells from here
-        for d, where in ((tmp_dir, "/tmp"), (shm_dir, "/dev/shm")):
-            if d is not None:
-                d.mkdir()
-                d.chmod(0o1777)
-                mounts.append(Mount(where, str(d), type="bind"))
-        kw = self._common(f"pool:{key[0]}", "pool")
-        c = self._create(retries, key[0], cell, [INIT_IN_ROOT], mounts=mounts, init=False, **kw)
-        slot = _Slot(key, c, cell_dir, tmp_dir, shm_dir)
+        limits = key[3]
+        # bounded tmpfs, as in the local engine; a cell that writes there gets a fresh container next
+        tmpfs = {"/tmp": f"mode=1777,size={limits.memory}"} if key[2] else {}
+        kw = self._common(f"pool:{key[0]}", "pool", limits)
+        c = self._create(retries, key[0], cell, [INIT_IN_ROOT], mounts=mounts, init=False, tmpfs=tmpfs,
+                         shm_size=64 << 20, **kw)
+        slot = _Slot(key, c, cell_dir, ("/tmp", "/dev/shm") if key[2] else ("/dev/shm",))
         with self._lock:
             self._slots.append(slot)
         try:
             retries.call(c.start)
             c.reload()
             slot.init_pid = int(c.attrs.get("State", {}).get("Pid") or 0)
+            slot.mtimes = self._mtimes(slot, retries)
         except BaseException:
             self._discard(slot)
             raise
@@ -801,13 +831,18 @@ class DockerEngine:
         eid = ex["Id"]
         t0 = time.monotonic()
         sock = api.exec_start(eid, socket=True)
-        out, err = proc.Tail(proc.TAIL_BYTES), proc.Tail(proc.TAIL_BYTES)
+        out, err = proc.Tail(run.limits.output), proc.Tail(run.limits.output)
         eof = threading.Event()
+        limited = threading.Event()
 
         def read() -> None:
             try:
                 for stream, data in frames_iter(sock, False):
+                    if limited.is_set():
+                        continue            # drain: dockerd stalls other execs while a stream is unread
                     (out if stream == 1 else err).feed(data)
+                    if out.total + err.total > run.limits.output:
+                        limited.set()       # the main loop below kills the cell's processes
             except (OSError, ValueError):   # ValueError: the cell's end closed the socket under us
                 pass
             finally:
@@ -822,8 +857,8 @@ class DockerEngine:
         try:
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or _stopping() or self._closing.is_set():
-                    timed_out = True
+                if left <= 0 or _stopping() or self._closing.is_set() or limited.is_set():
+                    timed_out = not limited.is_set()
                     break
                 # EOF normally comes with the exit; asking every 50 ms too means a child that keeps
                 # the pipe open cannot hold the cell past its main process
@@ -834,7 +869,7 @@ class DockerEngine:
                 if got_eof:
                     time.sleep(0.002)
             dur = time.monotonic() - t0
-            if timed_out:
+            if timed_out or limited.is_set():
                 self._kill_all(slot, retries)
                 if _stopping() or self._closing.is_set():
                     raise proc.Stopped("xrun is stopping")
@@ -851,13 +886,18 @@ class DockerEngine:
         if code in (126, 127) and any(s in text for s in _OCI):
             return _Outcome(infra=(f"docker exec failed: {text.strip()[:400]}",
                                    "check the image and the bind-mounted files (artifact, qemu)"))
-        return _Outcome(int(code) if code is not None else None, text, err.text(), dur, timed_out)
+        return _Outcome(int(code) if code is not None else None, text, err.text(), dur, timed_out,
+                        output_limited=limited.is_set())
 
     def _kill_all(self, slot: _Slot, retries: _Retries) -> None:
         """SIGKILL every process in the container but its init (the helper's kill mode)."""
         api = self._client.api
         ex = retries.call(api.exec_create, slot.container.id, [INIT_IN_ROOT, "kill"], user="0:0")
-        api.exec_start(ex["Id"])
+        api.exec_start(ex["Id"], detach=True)
+        for _ in range(1000):       # detached: wait for it here, never on a stream
+            if not retries.call(api.exec_inspect, ex["Id"]).get("Running"):
+                return
+            time.sleep(0.005)
 
     def _leftovers(self, slot: _Slot) -> bool:
         """Whether processes outlived the cell: orphans are reparented to the container's init."""
@@ -876,15 +916,22 @@ class DockerEngine:
                 self._kill_all(slot, retries)
                 if self._leftovers(slot):
                     return False
-            for d in (slot.tmp_dir, slot.shm_dir):
-                for e in os.scandir(d) if d is not None else ():
-                    if e.is_dir(follow_symlinks=False):
-                        shutil.rmtree(e.path)
-                    else:
-                        os.unlink(e.path)
+            # a write into /tmp or /dev/shm changes its mtime (the tmpfs starts empty): then no reuse
+            return self._mtimes(slot, retries) == slot.mtimes
         except Exception:
             return False
-        return True
+
+    def _mtimes(self, slot: _Slot, retries: _Retries) -> tuple[str, ...]:
+        """The modification times of the slot's writable directories (HEAD of the archive endpoint)."""
+        api = self._client.api
+        out = []
+        for path in slot.writable:
+            r = retries.call(api.head, api._url("/containers/{0}/archive", slot.container.id),
+                             params={"path": path})
+            r.raise_for_status()
+            stat = json.loads(base64.b64decode(r.headers.get("X-Docker-Container-Path-Stat", "") or b"e30="))
+            out.append(str(stat.get("mtime")))
+        return tuple(out)
 
 
 def _stage(artifact: Path, cell_dir: Path) -> None:
@@ -907,7 +954,5 @@ def _close_sock(sock: Any) -> None:
 
 
 def _cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "xarch" / "docker"
+    return paths.cache_dir() / "docker"
 

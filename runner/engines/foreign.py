@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import platforms, proc
+from .. import paths, platforms, proc
 from ..artifact import ArtifactFacts, inspect
 from ..build import go_bin_dir
 from ..errors import InfraError
-from ..plan import Cell, RunSpec
-from . import Evidence
+from ..plan import Cell, Limits, RunSpec
+from . import Evidence, sandbox
+from .limits import LimitOutcome, cell_limits
 
 WINE_FIX = ("install wine: `sudo apt-get install -y --no-install-recommends wine wine64` (Debian/Ubuntu; "
             "windows/386 also needs `sudo dpkg --add-architecture i386 && sudo apt-get update && "
@@ -48,7 +49,7 @@ WINE_FIX = ("install wine: `sudo apt-get install -y --no-install-recommends wine
 WINE32_FIX = ("install 32-bit wine: `sudo dpkg --add-architecture i386 && sudo apt-get update && "
               "sudo apt-get install -y --no-install-recommends wine32:i386`")
 NODE_FIX = "install Node.js 18 or newer: `sudo apt-get install -y nodejs` (Debian/Ubuntu)"
-BWRAP_FIX = "install bubblewrap: `sudo apt-get install bubblewrap`"
+BWRAP_FIX = sandbox.BWRAP_FIX
 WASM_EXEC_FIX = 'cp "$(go env GOROOT)/lib/wasm/wasm_exec.js" .'
 
 HOSTNAME = "xarch"
@@ -307,20 +308,34 @@ _PRNG_FORWARD = {"ProcessPrng": "advapi32.SystemFunction036"}
 # ---------------------------------------------------------------------------------------------
 # The sandbox
 
-def _bwrap_base() -> list[str]:
-    """bwrap args shared by every foreign cell: host / read-only, private /tmp, no network."""
-    bwrap = proc.which("bwrap", BWRAP_FIX)
-    return [bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-net",
-            "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", HOSTNAME,
-            "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--perms", "1777", "--tmpfs", "/tmp",
-            "--dev", "/dev", "--proc", "/proc", "--dir", SANDBOX_DIR]
+def _bwrap_base(tmp: Path, exes: tuple[str, ...], seccomp: int | None, limits: Limits) -> list[str]:
+    """bwrap args shared by every foreign cell: the host's system dirs read-only (never its `/`, its
+    home dirs or the project), a private bounded /tmp, no network, no capabilities."""
+    etc = tmp / "etc"
+    if not etc.is_dir():
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n")
+        (etc / "resolv.conf").write_text("# xarch cells have no network\n")
+        (etc / "hostname").write_text(HOSTNAME + "\n")
+    injected = {n: str(etc / n) for n in ("hosts", "resolv.conf", "hostname")}
+    return [*sandbox.base_args(seccomp=seccomp), *sandbox.host_runtime_args(exes, injected),
+            *sandbox.tmpfs_args("/tmp", limits.memory), *sandbox.proc_dev_args(), "--dir", SANDBOX_DIR]
 
 
-def _env_args(env: Mapping[str, str]) -> list[str]:
-    out = ["--clearenv"]
-    for k, v in env.items():
-        out += ["--setenv", k, v]
-    return out
+def _run_sandboxed(build_argv: Callable[[int | None], list[str]], run: RunSpec, timeout: float,
+                   stdin: str | None = None) -> tuple[proc.Result, LimitOutcome, tuple[str, ...]]:
+    """Run one sandbox command line with the cell's seccomp filter and limits."""
+    fd, no_seccomp = sandbox.seccomp_fd()
+    try:
+        argv = build_argv(fd)
+        with cell_limits(run.limits) as lim:
+            r = proc.run(argv, stdin=stdin, timeout=timeout, output_limit=run.limits.output,
+                         preexec_fn=lim.preexec, pass_fds=(fd,) if fd is not None else ())
+            outcome = lim.outcome()
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return r, outcome, sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
 
 
 def _cell_env(cell: Cell, run: RunSpec, base: Mapping[str, str]) -> dict[str, str]:
@@ -380,16 +395,21 @@ def wine_prefix() -> WinePrefix:
 
 def _create_prefix() -> WinePrefix:
     wine = proc.which("wine", WINE_FIX)
-    root = Path(tempfile.mkdtemp(prefix="xarch-wine-"))
+    root = paths.run_tmpdir("wine")
     atexit.register(shutil.rmtree, root, True)
     path = root / "prefix"
     path.mkdir()
     t0 = time.monotonic()
     # wineserver --wait: the registry is written when the server exits, a few seconds after wineboot
-    argv = [*_bwrap_base(), "--bind", str(root), str(root), "--chdir", "/tmp",
-            *_env_args(_wine_env(path)), "--", "/bin/sh", "-c",
-            f'"{wine}" wineboot --init && wineserver --wait']
-    r = proc.run(argv, timeout=300)
+    fd, _no = sandbox.seccomp_fd()
+    try:
+        argv = [*_bwrap_base(root, (wine,), fd, Limits()), "--bind", str(root), str(root), "--chdir", "/tmp",
+                *sandbox.env_args(_wine_env(path)), "--", "/bin/sh", "-c",
+                f'"{wine}" wineboot --init && wineserver --wait']
+        r = proc.run(argv, timeout=300, pass_fds=(fd,) if fd is not None else ())
+    finally:
+        if fd is not None:
+            os.close(fd)
     win = path / "drive_c" / "windows"
     if r.returncode != 0 or not (win / "system32" / "ntdll.dll").is_file():
         raise InfraError(f"wine could not create a prefix (wineboot: {_status(r)}; "
@@ -443,15 +463,16 @@ def _run_wine(cell: Cell, artifact: Path, run: RunSpec, tmp: Path, facts: Artifa
         (pfx / "drive_c" / "app").mkdir()
         (pfx / "drive_c" / "app" / exe_name).touch()
         copy_s = time.monotonic() - t0
-        argv = [*_bwrap_base(), "--bind", str(pfx), str(pfx)]
-        for s in SHARED_PREFIX_DIRS:
-            if (prefix.path / s).is_dir():
-                argv += ["--ro-bind", str(prefix.path / s), str(pfx / s)]
-        argv += ["--ro-bind", str(artifact.resolve()), str(pfx / "drive_c" / "app" / exe_name),
-                 "--chdir", str(pfx / "drive_c"),
-                 *_env_args(_cell_env(cell, run, _wine_env(pfx))),
-                 "--", wine, f"C:\\app\\{exe_name}", *cell.args]
-        r = proc.run(argv, stdin=run.stdin, timeout=run.timeout)
+        def argv_for(fd: int | None) -> list[str]:
+            argv = [*_bwrap_base(cell_dir, (wine,), fd, run.limits), "--bind", str(pfx), str(pfx)]
+            for s in SHARED_PREFIX_DIRS:
+                if (prefix.path / s).is_dir():
+                    argv += ["--ro-bind", str(prefix.path / s), str(pfx / s)]
+            return [*argv, "--ro-bind", str(artifact.resolve()), str(pfx / "drive_c" / "app" / exe_name),
+                    "--chdir", str(pfx / "drive_c"),
+                    *sandbox.env_args(_cell_env(cell, run, _wine_env(pfx))),
+                    "--", wine, f"C:\\app\\{exe_name}", *cell.args]
+        r, limits, hardening = _run_sandboxed(argv_for, run, run.timeout, run.stdin)
     finally:
         shutil.rmtree(cell_dir, ignore_errors=True)
     notes = [f"ran under {_version_of(wine)} natively on this host's CPU: the profile's CPU model does not "
@@ -463,6 +484,7 @@ def _run_wine(cell: Cell, artifact: Path, run: RunSpec, tmp: Path, facts: Artifa
                      "xarch installed a forwarder ProcessPrng -> advapi32.SystemFunction036 in the prefix")
     return mk(ran=True, exit_code=r.returncode, signal=r.signal, stdout=r.stdout, stderr=r.stderr,
               duration_s=r.duration_s, timed_out=r.timed_out, emulator=wine, notes=tuple(notes),
+              limits=limits, output_limited=r.output_limited, hardening=hardening,
               path=f"bwrap + wine ({_version_of(wine)}), prefix copy per cell",
               extra={"runner": "wine", "pe_machine": machine or "?"})
 
@@ -545,11 +567,11 @@ def _run_node(cell: Cell, artifact: Path, run: RunSpec, tmp: Path, facts: Artifa
               mk: Callable[..., Evidence]) -> Evidence:
     try:
         node = proc.which("node", NODE_FIX)
-        argv = _bwrap_base()
+        proc.which("bwrap", BWRAP_FIX)
     except InfraError as e:
         return mk(ran=False, infra=e.what, infra_fix=e.fix)
     app = f"{SANDBOX_DIR}/{artifact.name}"
-    argv += ["--ro-bind", str(artifact.resolve()), app]
+    argv = ["--ro-bind", str(artifact.resolve()), app]
     notes: list[str] = []
     extra: dict[str, str] = {"runner": "node", "node": _version_of(node)}
     flags = ["--no-warnings"]       # node's WASI prints an ExperimentalWarning to stderr
@@ -586,15 +608,18 @@ def _run_node(cell: Cell, artifact: Path, run: RunSpec, tmp: Path, facts: Artifa
         cmd = [node, *flags, f"{SANDBOX_DIR}/wasi_run.mjs", app, *cell.args]
         how = f"bwrap + node {_version_of(node)} WASI preview1 (no preopened directories)"
         notes.append("ran under node's WASI preview1 with no preopened directories: the module sees no files")
-    argv += ["--chdir", SANDBOX_DIR, *_env_args(env), "--", *cmd]
+    argv += ["--chdir", SANDBOX_DIR, *sandbox.env_args(env), "--", *cmd]
+    etc_dir = Path(tempfile.mkdtemp(prefix="node-", dir=tmp))
     try:
-        r = proc.run(argv, stdin=run.stdin, timeout=run.timeout)
+        r, limits, hardening = _run_sandboxed(
+            lambda fd: [*_bwrap_base(etc_dir, (node,), fd, run.limits), *argv], run, run.timeout, run.stdin)
     finally:
+        shutil.rmtree(etc_dir, ignore_errors=True)
         if cell_dir is not None:
             shutil.rmtree(cell_dir, ignore_errors=True)
     return mk(ran=True, exit_code=r.returncode, signal=r.signal, stdout=r.stdout, stderr=r.stderr,
               duration_s=r.duration_s, timed_out=r.timed_out, emulator=node, notes=tuple(notes), path=how,
-              extra=extra)
+              extra=extra, limits=limits, output_limited=r.output_limited, hardening=hardening)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,39 +14,31 @@ cannot emulate a weaker CPU of the host's own arch, so the CPU model would not h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import platforms, proc
+from .. import paths, platforms, proc
 from ..artifact import inspect, loader_present
 from ..errors import InfraError
-from ..plan import Cell, RunSpec
-from . import Evidence
+from ..plan import Cell, Limits, RunSpec
+from . import Evidence, emulator, limits, sandbox
+from .emulator import QEMU_FIX, qemu_binary
 from .foreign import missing_runner, run_foreign
+from .limits import cell_limits
 
 QEMU_IN_ROOT = "/.xarch/qemu"
 APP_IN_ROOT = "/app"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOSTNAME = "xarch"
+HOSTNAME = sandbox.HOSTNAME
 INJECTED_ETC = ("hosts", "resolv.conf", "hostname")
 
-QEMU_FIX = ("install the qemu-user emulators: `sudo apt-get install qemu-user-static` (Debian/Ubuntu); "
-            "xrun runs qemu-<arch>-static itself and does not need binfmt_misc")
-BWRAP_FIX = "install bubblewrap: `sudo apt-get install bubblewrap`"
-
-
-def qemu_binary(goarch: str) -> str:
-    """Absolute path of qemu-<arch>-static for a GOARCH (InfraError when missing)."""
-    q = platforms.arch(goarch).qemu
-    if q is None:
-        raise InfraError(f"no qemu-user emulator exists for {goarch}", "pick a Linux target")
-    return proc.which(f"qemu-{q}-static", QEMU_FIX)
+BWRAP_FIX = sandbox.BWRAP_FIX
 
 
 _probe_lock = threading.Lock()
@@ -66,7 +58,7 @@ def tcg_missing_features(goarch: str, model: str) -> tuple[str, ...]:
     with _probe_lock:
         if key in _probe_cache:
             return _probe_cache[key]
-    q = proc.which("qemu-x86_64-static", QEMU_FIX)
+    q = emulator.verify(proc.which("qemu-x86_64-static", QEMU_FIX))
     r = proc.run([q, "-cpu", model.split(",check=")[0], q, "--version"], timeout=30)
     feats = []
     for line in r.stderr.splitlines():
@@ -88,7 +80,8 @@ class LocalEngine:
 
     def __enter__(self) -> LocalEngine:
         proc.disable_core_dumps()
-        self._tmp = Path(tempfile.mkdtemp(prefix="xarch-local-"))
+        paths.remove_stale_tmpdirs()
+        self._tmp = paths.run_tmpdir("local")
         etc = self._tmp / "etc"
         etc.mkdir()
         (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -100,6 +93,7 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         proc.kill_all()
+        limits.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -124,7 +118,7 @@ class LocalEngine:
         if (err := missing_runner(tuple(c for c in cells if c.target.runnable))) is not None:
             raise err
 
-    def _root_args(self, rootfs: Path) -> list[str]:
+    def _root_args(self, rootfs: Path, limits: Limits) -> list[str]:
         """bwrap args laying out the image: read-only binds of its entries on a tmpfs root."""
         args: list[str] = []
         try:
@@ -145,7 +139,7 @@ class LocalEngine:
                     else:
                         args += ["--ro-bind", sub.path, f"/etc/{sub.name}"]
             elif e.name == "tmp" and e.is_dir():
-                args += ["--perms", "1777", "--tmpfs", "/tmp"]
+                args += sandbox.tmpfs_args("/tmp", limits.memory)
             elif e.name in ("proc", "dev", "sys"):
                 continue
             else:
@@ -165,26 +159,25 @@ class LocalEngine:
         launch = plan_launch(cell, artifact, rootfs, run)
         if isinstance(launch, Evidence):
             return launch
+        seccomp, no_seccomp = sandbox.seccomp_fd()
         try:
-            bwrap = proc.which("bwrap", BWRAP_FIX)
+            argv = sandbox.base_args(seccomp=seccomp)
         except InfraError as e:
+            if seccomp is not None:
+                os.close(seccomp)
             return launch.evidence(ran=False, infra=e.what, infra_fix=e.fix)
-        argv = [bwrap, "--unshare-user", "--uid", "0", "--gid", "0", "--unshare-pid", "--unshare-net",
-                "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", HOSTNAME,
-                "--die-with-parent", "--new-session"]
-        argv += self._root_args(rootfs)
-        argv += ["--proc", "/proc", "--dev", "/dev", "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
+        argv += self._root_args(rootfs, run.limits)
+        argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
         if launch.emulator is not None:
             argv += ["--ro-bind", launch.emulator, QEMU_IN_ROOT]
         cwd = "/"
         if workdir is not None:
-            argv += ["--tmpfs", "/tmp", "--ro-bind", str(workdir), str(workdir)]
+            argv += [*sandbox.tmpfs_args("/tmp", run.limits.memory), "--ro-bind", str(workdir), str(workdir)]
             cwd = str(workdir)
-        argv += ["--chdir", cwd, "--clearenv"]
-        for k, val in launch.env.items():
-            argv += ["--setenv", k, val]
-        argv += ["--", *launch.command]
-        return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}")
+        argv += ["--chdir", cwd, *sandbox.env_args(launch.env), "--", *launch.command]
+        hardening = sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
+        return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
+                        (seccomp,) if seccomp is not None else (), hardening)
 
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
         if cell.target.os != "linux":       # windows under wine, js/wasip1 under node
@@ -194,11 +187,18 @@ class LocalEngine:
         if isinstance(prep, Evidence):
             return prep
         tcg = () if prep.emulator is None else tcg_missing_features(cell.target.arch, cell.cpu)
-        r = proc.run(prep.argv, stdin=run.stdin, timeout=run.timeout)
+        try:
+            with cell_limits(run.limits) as lim:
+                r = proc.run(prep.argv, stdin=run.stdin, timeout=run.timeout, output_limit=run.limits.output,
+                             preexec_fn=lim.preexec, pass_fds=prep.fds)
+                outcome = lim.outcome()
+        finally:
+            prep.close()
         code, sig = split_status(r.returncode, r.signal)
         return prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
                              duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
-                             tcg_missing=tcg, notes=prep.notes, path=prep.how)
+                             tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
+                             output_limited=r.output_limited, hardening=prep.hardening)
 
 
 @dataclass(frozen=True)
@@ -254,13 +254,20 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
 
 @dataclass(frozen=True)
 class Prepared:
-    """A cell ready to start: the sandbox argv and how to make its Evidence."""
+    """A cell ready to start: the sandbox argv and how to make its Evidence; close() after it ran."""
 
     argv: list[str]
     evidence: Callable[..., Evidence]
     emulator: str | None
     notes: tuple[str, ...]
     how: str
+    fds: tuple[int, ...] = ()           # handed to bwrap (the seccomp filter)
+    hardening: tuple[str, ...] = ()
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def split_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
