@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from .output.text import plain
+
 # GitHub rejects a step summary over 1 MiB; stay well under it and say what was left out.
 SUMMARY_BUDGET = 900 * 1024
 OUTPUT_TAIL_LINES = 20
@@ -32,7 +34,9 @@ def _utf8(s: str) -> str:
 
 def escape_data(s: str) -> str:
     """A workflow command's message, escaped as @actions/core does."""
-    return _utf8(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # encoded as @actions/core does; then every other control character made visible (an escape
+    # sequence in a cell's stderr must not colour or rewrite the CI log)
+    return plain(_utf8(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(s: str) -> str:
@@ -123,12 +127,12 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&~#])")
 
 def md_escape(s: object) -> str:
     """Text that Markdown (and the HTML it allows) shows literally, on one line."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(s).split()))
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(plain(s).split()))
 
 
 def _code(s: object) -> str:
     """An inline code span that survives backticks inside."""
-    text = " ".join(str(s).split())
+    text = " ".join(plain(s).split())
     ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from . import __version__, proc
 from .errors import ConfigError, InfraError, Interrupted, XarchError
+from .output.text import safe
 
 SUBCOMMANDS = ("run", "images", "doctor", "explain", "exec", "gha", "report")
 
@@ -72,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     ip = isub.add_parser("path", help="print the cached root directory of an image for an arch")
     ip.add_argument("name")
     ip.add_argument("arch")
+    iv = isub.add_parser("verify", help="check cached images file by file against their manifests; "
+                         "a modified one is removed, so the next run rebuilds it (exit 1)")
+    iv.add_argument("name", nargs="?")
     ipr = isub.add_parser("prune", help="remove stale entries (--all: everything)")
     ipr.add_argument("--all", action="store_true")
     return p
@@ -115,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_images(ns, console)
         raise ConfigError(f"'{ns.cmd}' is not implemented yet", file="command line")
     except XarchError as e:
-        err.print(f"[bold red]xrun:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"[bold red]xrun:[/] {safe(e)}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         proc.stop()
@@ -137,7 +142,7 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
         skipped: list[str] = []
         prebuilt = dict(targets_from_goreleaser(ns.from_goreleaser, skipped=skipped))
         for why in skipped:
-            Console(stderr=True).print(f"[yellow]xrun:[/] skipped from {ns.from_goreleaser}: {why}",
+            Console(stderr=True).print(f"[yellow]xrun:[/] skipped from {safe(ns.from_goreleaser)}: {safe(why)}",
                                        highlight=False)
         if not prebuilt:
             raise ConfigError("no binary artifact xarch can run", file=ns.from_goreleaser)
@@ -145,9 +150,9 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     plan = matrix_mod.select(plan, ns.only, ns.shard)
     if ns.list:
         for b in plan.builds:
-            console.print(f"build {b.target.spec} -> {b.output_rel}: {' '.join(b.argv)}", highlight=False)
+            console.print(safe(f"build {b.target.spec} -> {b.output_rel}: {shlex.join(b.argv)}"), highlight=False)
         for c in plan.cells:
-            console.print(f"cell  {c.id}  cpu={c.cpu or 'native'}" + (f"  xfail={c.xfail}" if c.xfail else ""),
+            console.print(safe(f"cell  {c.id}  cpu={c.cpu or 'native'}" + (f"  xfail={c.xfail}" if c.xfail else "")),
                           highlight=False)
         return 0
     if not plan.cells and not plan.builds:
@@ -227,11 +232,11 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
         for name, d in sorted(defs.items()):
             entries = sorted(cached.get(name, []), key=lambda c: c.arch)
             kind = "exact (pulled by digest)" if name == "scratch" else "rebuilt equivalent"
-            t.add_row(name, d.reference.image or "-", kind,
+            t.add_row(safe(name), safe(d.reference.image or "-"), kind,
                       ", ".join(c.arch for c in entries) or "-", _size(sum(c.size for c in entries)))
         console.print(t)
         for name, d in sorted(defs.items()):
-            console.print(f"[bold]{name}[/]: {d.fidelity}", highlight=False)
+            console.print(f"[bold]{safe(name)}[/]: {safe(d.fidelity)}", highlight=False)
         return 0
     if sub == "build":
         if ns.name not in defs:
@@ -248,15 +253,35 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
                                total=total or None)
                 root = store.ensure(ns.name, deb, cb, refresh=ns.refresh)
                 bar.remove_task(task)
-                console.print(f"{ns.name}/{deb}: {root}", highlight=False)
+                console.print(safe(f"{ns.name}/{deb}: {root}"), highlight=False)
         return 0
     if sub == "path":
         found = store.path(ns.name, _debian_arch(ns.arch))
         if found is None:
             raise InfraError(f"image {ns.name} for {ns.arch} is not cached",
                              f"build it: xrun images build {ns.name} --arch {ns.arch}")
-        console.print(str(found), highlight=False, soft_wrap=True)
+        console.print(safe(found), highlight=False, soft_wrap=True)
         return 0
+    if sub == "verify":
+        if ns.name is not None and ns.name not in defs:
+            raise ConfigError(f"unknown image '{ns.name}'; known: {', '.join(sorted(defs))}",
+                              file="command line", key="images verify")
+        checked = store.verify(ns.name)
+        bad = 0
+        for img, problems in checked:
+            if not problems:
+                console.print(safe(f"{img.name}/{img.arch}: ok ({img.manifest.parent})"), highlight=False)
+                continue
+            bad += 1
+            console.print(f"[red]{safe(img.name)}/{safe(img.arch)}: modified, removed (the next run "
+                          "rebuilds it)[/]", highlight=False)
+            for pr in problems[:20]:
+                console.print(f"  {safe(pr)}", highlight=False)
+            if len(problems) > 20:
+                console.print(f"  ... and {len(problems) - 20} more", highlight=False)
+        if not checked:
+            console.print("no cached image" + (f" of {safe(ns.name)}" if ns.name else ""))
+        return 1 if bad else 0
     freed = store.prune(all_entries=ns.all)
     console.print(f"freed {_size(freed)}")
     return 0

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .output.text import safe
 from .pipeline import Progress as ProgressFn
 from .pipeline import RunResult
 from .plan import Plan
@@ -37,10 +37,10 @@ def progress(console: Console, plan: Plan) -> Iterator[ProgressFn]:
 
 def _label(verdict: str, xfail: str | None, passed: bool) -> str:
     if xfail and passed:
-        return f"[cyan]xfail[/] [dim]({escape(verdict)})[/]"
+        return f"[cyan]xfail[/] [dim]({safe(verdict)})[/]"
     color = COLORS.get(verdict, "white")
     mark = "" if passed else " ✗"
-    return f"[{color}]{escape(verdict)}{mark}[/]"
+    return f"[{color}]{safe(verdict)}{mark}[/]"
 
 
 def render(console: Console, res: RunResult) -> None:
@@ -55,7 +55,7 @@ def render(console: Console, res: RunResult) -> None:
         for b in res.builds:
             t = "cached" if b.cached else f"{b.duration_s:.1f}s"
             bt.add_row(b.job.target.spec, _label(b.verdict, None, b.verdict == "ok"),
-                       escape(b.job.output_rel), t)
+                       safe(b.job.output_rel), t)
         console.print(bt)
 
     cols: list[str] = []
@@ -67,40 +67,40 @@ def render(console: Console, res: RunResult) -> None:
     for r in res.cells:
         by[(r.cell.target.spec, f"{r.cell.image}:{r.cell.profile.name}")] = (
             _label(r.verdict.verdict, r.cell.xfail, r.passed)
-            + (f" [dim]{escape(r.evidence.cpu)}[/]" if r.evidence and r.evidence.cpu not in ("-",) else ""))
+            + (f" [dim]{safe(r.evidence.cpu)}[/]" if r.evidence and r.evidence.cpu not in ("-",) else ""))
     grid = Table(title="cells", title_justify="left", show_edge=False)
     grid.add_column("target")
     for k in cols:
-        grid.add_column(escape(k))
+        grid.add_column(safe(k))
     targets = list(dict.fromkeys(c.target.spec for c in plan.cells))
     for t in targets:
-        grid.add_row(t, *[by.get((t, k), "[dim]·[/]") for k in cols])
+        grid.add_row(safe(t), *[by.get((t, k), "[dim]·[/]") for k in cols])
     console.print(grid)
 
     problems = [b for b in res.builds if b.verdict != "ok"]
     for b in problems:
-        console.print(f"\n[bold]{escape(b.job.target.spec)}[/] build: {_label(b.verdict, None, False)}"
+        console.print(f"\n[bold]{safe(b.job.target.spec)}[/] build: {_label(b.verdict, None, False)}"
                       + (f" ({b.cause})" if b.cause else ""))
         if b.explanation:
-            console.print(f"  {escape(b.explanation)}")
+            console.print(f"  {safe(b.explanation)}")
         if b.fix:
-            console.print(f"  [bold]fix:[/] {escape(b.fix)}")
+            console.print(f"  [bold]fix:[/] {safe(b.fix)}")
     for r in res.cells:
         if r.verdict.ok:
             continue
-        head = f"\n[bold]{escape(r.cell.id)}[/] {_label(r.verdict.verdict, r.cell.xfail, r.passed)}"
+        head = f"\n[bold]{safe(r.cell.id)}[/] {_label(r.verdict.verdict, r.cell.xfail, r.passed)}"
         if r.cell.xfail and r.passed:
             head += " [dim](expected by the matrix's xfail)[/]"
         elif r.cell.xfail:
             head += f" [dim](xfail expected {r.cell.xfail})[/]"
         console.print(head)
         if r.verdict.explanation:
-            console.print(f"  {escape(r.verdict.explanation)}")
+            console.print(f"  {safe(r.verdict.explanation)}")
         if r.verdict.fix:
-            console.print(f"  [bold]fix:[/] {escape(r.verdict.fix)}")
+            console.print(f"  [bold]fix:[/] {safe(r.verdict.fix)}")
         if r.evidence and r.evidence.notes:
             for n in r.evidence.notes[:1]:
-                console.print(f"  [dim]note: {escape(n)}[/]")
+                console.print(f"  [dim]note: {safe(n)}[/]")
 
     s_ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail)
     s_xf = sum(1 for c in res.cells if c.passed and c.cell.xfail)

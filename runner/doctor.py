@@ -29,13 +29,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from . import build, platforms, proc
+from .engines import emulator, limits
 from .engines.local import BWRAP_FIX
 from .errors import ConfigError, InfraError
-from .plan import Plan
+from .output.text import safe
+from .plan import Limits, Plan
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_D = Path("/usr/lib/binfmt.d")        # where Debian's qemu-user-static keeps its registrations
@@ -130,8 +131,12 @@ class _Host:
         return self._probes[key]
 
     def _probe(self, exe: str) -> _Probe:
-        r = self.run([exe, "--version"])
         non_pie = _is_non_pie(exe)
+        try:        # the same check as before every cell: never run a modified emulator, not even here
+            emulator.verify(exe)
+        except InfraError as e:
+            return _Probe(exe, "", None, f"{e.what} ({e.fix})", False, non_pie)
+        r = self.run([exe, "--version"])
         if isinstance(r, str):
             return _Probe(exe, "", None, r, False, non_pie)
         first = next((ln.strip() for ln in r.stdout.splitlines() if ln.strip()), "")
@@ -359,6 +364,17 @@ def _userns_fix() -> str:
     return " && ".join(fixes) if fixes else USERNS_FIX + " (or run xrun as root)"
 
 
+def _check_limits() -> Check:
+    """Which mechanism will hold each local cell's memory and process limits on this machine."""
+    with limits.cell_limits(Limits()) as lim:
+        out = lim.outcome()
+    limits.close()
+    weak = [k for k, v in (("memory", out.memory), ("pids", out.pids)) if "not enforced" in v]
+    fix = ("run xrun as root, or from a systemd scope that delegates memory and pids "
+           "(`systemd-run --user --scope -p Delegate=yes xrun ...`), for per-cell cgroups") if weak else None
+    return Check("resource limits", not weak, f"memory {out.memory}; processes {out.pids}", fix, False)
+
+
 def _check_userns(h: _Host, needed: bool) -> Check:
     bwrap = h.which("bwrap")
     if bwrap is not None:
@@ -503,6 +519,8 @@ def _collect(*, arches: Collection[str] | None, engine: str, needs: Collection[s
                                      f"(the {engine} engine does not use them)", None, False))
     add("bwrap" in need, lambda: _check_bwrap(h, "bwrap" in need))
     add("userns" in need, lambda: _check_userns(h, "userns" in need))
+    if engine == "local":
+        add(False, _check_limits)
     add("docker" in need, lambda: _check_docker(h, "docker" in need))
     add("go" in need, lambda: _check_go("go" in need))
     add("zig" in need, lambda: _check_zig(h, "zig" in need))
@@ -590,13 +608,13 @@ def main_doctor(argv: Sequence[str]) -> int:
         table.add_column(col, overflow="fold")
     for c in checks:
         style = _STYLE[c.status]
-        table.add_row(escape(c.name), f"[{style}]{c.status}[/]", escape(c.detail),
-                      escape(c.fix) if c.fix else "", style=None if c.needed or c.ok else "dim")
+        table.add_row(safe(c.name), f"[{style}]{c.status}[/]", safe(c.detail),
+                      safe(c.fix) if c.fix else "", style=None if c.needed or c.ok else "dim")
     console.print(table)
     what = "this matrix" if ns.matrix else f"the {ns.engine} engine"
     if missing:
         console.print(f"[bold red]{len(missing)} piece(s) {what} needs are missing:[/] "
-                      + escape(", ".join(c.name for c in missing)))
+                      + safe(", ".join(c.name for c in missing)))
         return 3
     console.print(f"[green]everything {what} needs is here[/]")
     return 0

@@ -20,9 +20,11 @@ from . import platforms, proc
 from .artifact import inspect
 from .classify import classify
 from .engines import Evidence
+from .engines.limits import cell_limits
 from .engines.local import LocalEngine, split_status
 from .errors import ConfigError, InfraError
 from .matrix import known_images
+from .output.text import plain
 from .pipeline import RootfsProvider
 from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
 
@@ -109,21 +111,28 @@ def main_exec(argv: Sequence[str]) -> int:
         if isinstance(prep, Evidence):
             return _report(cell, prep, run, fallback=127 if prep.loader_missing or not prep.ran else 1)
         # stdio is inherited: the test binary's output streams through as it happens
-        child = subprocess.Popen(prep.argv, start_new_session=False)
         try:
-            rc = child.wait(timeout=ns.timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            sys.stderr.write(f"xrun exec: timeout after {ns.timeout:g}s in {cell.id}; killed\n")
-            return 124
-        except KeyboardInterrupt:
-            child.kill()
-            child.wait()
-            return 130
+            with cell_limits(run.limits) as lim:
+                child = subprocess.Popen(prep.argv, start_new_session=False, pass_fds=prep.fds,
+                                         preexec_fn=lim.preexec)
+                try:
+                    rc = child.wait(timeout=ns.timeout)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                    sys.stderr.write(f"xrun exec: timeout after {ns.timeout:g}s in {cell.id}; killed\n")
+                    return 124
+                except KeyboardInterrupt:
+                    child.kill()
+                    child.wait()
+                    return 130
+                outcome = lim.outcome()
+        finally:
+            prep.close()
     _, sig = split_status(rc, None)
     if sig is not None:
-        ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how)
+        ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how,
+                           limits=outcome, hardening=prep.hardening)
         _report(cell, ev, run, fallback=rc)
     return int(rc)
 
@@ -133,8 +142,8 @@ def _report(cell: Cell, ev: Evidence, run: RunSpec, fallback: int) -> int:
     v = classify(cell, ev, run.expect, run.timeout or 0)
     if v.verdict == "infra-error":
         raise InfraError(v.explanation or "the runner failed", v.fix or "run `xrun doctor`")
-    sys.stderr.write(f"xrun exec: {cell.id}: {v.verdict}: {v.explanation}\n")
+    sys.stderr.write(plain(f"xrun exec: {cell.id}: {v.verdict}: {v.explanation}") + "\n")
     if v.fix:
-        sys.stderr.write(f"xrun exec: fix: {v.fix}\n")
+        sys.stderr.write(plain(f"xrun exec: fix: {v.fix}") + "\n")
     proc.kill_all()
     return fallback

@@ -25,6 +25,7 @@ from . import images as images_mod
 from . import platforms
 from .artifact import ArtifactFacts, inspect, loader_present
 from .errors import ConfigError, XarchError
+from .output.text import plain
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_PROFILES", "explain", "main_explain", "render_text"]
 
@@ -574,7 +575,7 @@ def main_explain(argv: Sequence[str]) -> int:
         ns = p.parse_args(list(argv))
         result = explain(Path(ns.binary), ns.image or DEFAULT_IMAGES, ns.profile or DEFAULT_PROFILES)
     except XarchError as e:
-        print(f"xrun: {e}", file=sys.stderr)
+        print(f"xrun: {plain(e)}", file=sys.stderr)
         return e.exit_code
-    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else render_text(result))
+    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else plain(render_text(result)))
     return 0

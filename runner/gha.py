@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from .errors import ConfigError, XarchError
+from .output.text import plain
 
 RUNNER = "ubuntu-24.04"
 ARM_RUNNER = "ubuntu-24.04-arm"
@@ -39,7 +41,11 @@ def pip_spec(uses: str) -> str:
     if uses.startswith("./") or uses == ".":
         return uses.rstrip("/") or "."
     repo, _, ref = uses.partition("@")
-    owner, name, *sub = repo.split("/")
+    owner, name, *sub = [*repo.split("/"), "", ""][:max(2, repo.count("/") + 1)]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*", owner) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) \
+            or any(not part for part in sub) or (ref and not re.fullmatch(r"[A-Za-z0-9._/-]+", ref)):
+        raise ConfigError(f"'{uses}' is not an action reference: use ./ (this repository) or "
+                          "owner/repo[/path]@ref", file="command line", key="--uses")
     spec = f"git+https://github.com/{owner}/{name}" + (f"@{ref}" if ref else "")
     return spec + (f"#subdirectory={'/'.join(sub)}" if sub else "")
 
@@ -169,7 +175,7 @@ def main_gha(argv: Sequence[str]) -> int:
         ns = p.parse_args(list(argv))
         text = workflow(ns.matrix, ns.shards, ns.native_arm, ns.python, ns.uses)
     except XarchError as e:
-        print(f"xrun: {e}", file=sys.stderr)
+        print(f"xrun: {plain(e)}", file=sys.stderr)
         return e.exit_code
     if ns.output:
         out = Path(ns.output)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, XarchError
+from .output.text import plain
 
 # The worse of two disagreeing build verdicts wins; anything unknown counts as worst.
 BUILD_SEVERITY = {"ok": 0, "artifact-mismatch": 1, "build-failed": 2}
@@ -24,7 +25,7 @@ _UNKNOWN_SEVERITY = 3
 
 
 def summary(builds: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],
-            planned_cells: int) -> dict[str, int]:
+            planned_cells: int) -> dict[str, Any]:
     """The report's summary from its dicts, counted exactly as runner.report.summary counts a run."""
     xf = sum(1 for c in cells if c.get("xfail") and c.get("passed"))
     nr = sum(1 for c in cells if c.get("passed") and c.get("verdict") == "not-runnable")
@@ -149,6 +150,10 @@ def merge_reports(reports: Sequence[Mapping[str, Any]], *, names: Sequence[str] 
     out.update({"version": 1, "interrupted": any(bool(r.get("interrupted")) for r in reports),
                 "builds": builds, "cells": merged_cells,
                 "summary": summary(builds, merged_cells, planned)})
+    left = [i for r in reports for i in ((r.get("summary") or {}).get("interrupted") or [])
+            if i not in cells]
+    if left:
+        out["summary"]["interrupted"] = list(dict.fromkeys(left))
     if engines:
         out["engine"] = ",".join(engines)
     if "images" in out or images:
@@ -216,7 +221,7 @@ def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[st
         if explicit:
             raise
         # the reports name the matrix as it was seen where the shards ran; here it may not load
-        print(f"xrun: warning: not using {path} for plan order: {e}", file=sys.stderr)
+        print(plain(f"xrun: warning: not using {path} for plan order: {e}"), file=sys.stderr)
         return None, None, {}, shown
     return ([c.id for c in plan.cells], [b.target.spec for b in plan.builds], dict(plan.target_lines),
             ci.workspace_relative(Path(path)))
@@ -229,11 +234,11 @@ def _print_result(merged: Mapping[str, Any], n: int, out_path: str) -> None:
           f"{len(merged['builds'])} builds ({s['builds_failed']} not ok): {state}; wrote {out_path}")
     for b in merged["builds"]:
         if b.get("verdict") != "ok":
-            print(f"  build {b['target']} {b['verdict']}" + (f"\n    fix: {b['fix']}" if b.get("fix") else ""))
+            print(plain(f"  build {b['target']} {b['verdict']}" + (f"\n    fix: {b['fix']}" if b.get("fix") else "")))
     for c in merged["cells"]:
         if not c.get("passed"):
             xf = f" (xfail expected {c['xfail']})" if c.get("xfail") else ""
-            print(f"  {c['id']} {c['verdict']}{xf}" + (f"\n    fix: {c['fix']}" if c.get("fix") else ""))
+            print(plain(f"  {c['id']} {c['verdict']}{xf}" + (f"\n    fix: {c['fix']}" if c.get("fix") else "")))
 
 
 def main_report(argv: Sequence[str]) -> int:
@@ -252,7 +257,7 @@ def main_report(argv: Sequence[str]) -> int:
         cell_order, build_order, lines, annotate_as = _plan_facts(ns.matrix, shown, ns.matrix is not None)
         merged = merge_reports(reports, names=ns.reports, cell_order=cell_order, build_order=build_order)
     except XarchError as e:
-        print(f"xrun: {e}", file=sys.stderr)
+        print(f"xrun: {plain(e)}", file=sys.stderr)
         return e.exit_code
     write_json_dict(merged, ns.json)
     if ns.junit:

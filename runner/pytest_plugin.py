@@ -22,6 +22,7 @@ from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import Verdict
 from .engines import Engine, Evidence, make_engine
 from .errors import ConfigError, InfraError
+from .output.text import plain
 from .pipeline import RootfsProvider, run_built
 from .plan import Cell, Expect, Plan, RunSpec
 
@@ -116,7 +117,7 @@ class CellItem(pytest.Item):
         if isinstance(e, CellFailed):
             return _describe(e)
         if isinstance(e, InfraError):
-            return f"infra-error: {e.what}\n  fix: {e.fix}"
+            return plain(f"infra-error: {e.what}\n  fix: {e.fix}")
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -141,7 +142,7 @@ def _describe(e: CellFailed) -> str:
             if text.strip():
                 tail = "\n".join(text.strip().splitlines()[-15:])
                 lines.append(f"  --- {name} (tail) ---\n" + "\n".join("  " + ln for ln in tail.splitlines()))
-    return "\n".join(lines)
+    return plain("\n".join(lines))
 
 
 @dataclass
@@ -169,7 +170,7 @@ class CellHandle:
     def artifact(self) -> Path:
         b = self._sess.build(self.cell)
         if b.artifact is None:
-            pytest.fail(f"{self.cell.target.spec}: {b.verdict}: {b.explanation}", pytrace=False)
+            pytest.fail(plain(f"{self.cell.target.spec}: {b.verdict}: {b.explanation}"), pytrace=False)
         return b.artifact
 
     def run(self, args: Sequence[str] = (), *, stdin: str | None = None, env: dict[str, str] | None = None,

@@ -1,0 +1,1 @@
+"""What xarch writes for people and tools: console text, reports (more moves here in the redesign)."""
