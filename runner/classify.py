@@ -161,6 +161,8 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                        f"the ELF names the dynamic loader {interp} (PT_INTERP) and image {cell.image} has no such "
                        f"file; {why}. The kernel and docker report this as 'no such file or directory'.", fix)
 
+    if (limit := _limit_struck(ev, expect)) is not None:
+        return limit
     if ev.timed_out:
         return Verdict("timeout",
                        f"did not finish within run.timeout={timeout:g}s; xrun killed its whole process tree "
@@ -213,7 +215,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
 
     if ev.signal is not None:
-        return Verdict("crashed", f"killed by {_signame(ev.signal)} (stderr: '{_tail(err) or 'none'}')",
+        return Verdict("crashed", f"killed by {_signame(ev.signal)} ({_said(ev)})",
                        "reproduce with the same binary and -cpu model: `xrun exec` runs one cell; look for "
                        "memory corruption or unsafe/cgo code")
     if fm := _GO_FATAL.search(err):
@@ -227,7 +229,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
 
     if ev.exit_code != expect.exit:
         return Verdict("exit-status",
-                       f"exited with status {ev.exit_code}, expected {expect.exit} (stderr: '{_tail(err) or 'none'}')",
+                       f"exited with status {ev.exit_code}, expected {expect.exit} ({_said(ev)})",
                        _scratch_hint(err, cell) or "see stderr; if the status is intended, set run.expect.exit")
     if expect.stdout is not None and not re.search(expect.stdout, out):
         return Verdict("wrong-output",
@@ -235,6 +237,55 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                        f"{expect.stdout!r} (stdout: '{_tail(out) or 'empty'}')",
                        "fix the output, or the pattern in run.expect.stdout (a Python re.search)")
     return Verdict("ok")
+
+
+def _said(ev: Evidence) -> str:
+    """What the program said last: its stderr tail, else its stdout tail (many tools report errors there)."""
+    if ev.stderr.strip():
+        return f"stderr: '{_tail(ev.stderr)}'"
+    if ev.stdout.strip():
+        return f"stderr empty; stdout: '{_tail(ev.stdout)}'"
+    return "no output on stdout or stderr"
+
+
+_OUT_OF_MEMORY = ("runtime: out of memory", "cannot allocate memory", "std::bad_alloc", "MemoryError")
+_NO_PROCESSES = ("resource temporarily unavailable", "failed to create new OS thread", "Resource temporarily "
+                 "unavailable", "pthread_create failed", "fatal error: newosproc")
+_RAISE = "raise run.limits.{key} in the matrix if the program legitimately needs more"
+
+
+def _limit_struck(ev: Evidence, expect: Expect) -> Verdict | None:
+    """A resource limit xrun set stopped the cell: say which, with the number, instead of a generic crash."""
+    if ev.output_limited:
+        cap = ev.limits.output.split(" (")[0] if ev.limits else "the"
+        return Verdict("crashed", f"xrun stopped the cell: stdout and stderr together passed the output limit "
+                       f"{cap} (run.limits.output), so its whole process tree was killed",
+                       "make the program write less (a loop printing without end?), or "
+                       + _RAISE.format(key="output"))
+    lim = ev.limits
+    if lim is None:
+        return None
+    failed = ev.timed_out or ev.signal is not None or ev.exit_code != expect.exit
+    text = ev.stderr + ev.stdout
+    mem = lim.memory.split(" (")[0]
+    if lim.oom_killed or (failed and "RLIMIT_DATA" in lim.memory and any(s in text for s in _OUT_OF_MEMORY)):
+        how = ("the kernel's OOM killer stopped it" if lim.oom_killed else
+               f"an allocation failed ('{_first(text, next(s for s in _OUT_OF_MEMORY if s in text))[:160]}')")
+        return Verdict("crashed", f"the cell ran out of memory at its {mem} limit (run.limits.memory, enforced by "
+                       f"{lim.memory.split('(')[-1].rstrip(')')}): {how}",
+                       "find what grows without bound (a leak, an input loaded whole), or " + _RAISE.format(key="memory"))
+    # a counter says so (cgroup), else the program's own words under an enforced limit (rlimit, docker
+    # container mode, whose cgroup is gone by the time xrun could read it)
+    enforced = not lim.pids.startswith("not enforced")
+    if failed and (lim.pids_hit or (enforced and any(s in text for s in _NO_PROCESSES))):
+        n = lim.pids.split(" (")[0]
+        return Verdict("crashed", f"the cell reached its limit of {n} processes and threads (run.limits.pids, "
+                       f"{lim.pids.split('(')[-1].rstrip(')')}): the kernel refused to create more"
+                       + (f" ('{_first(text, next(s for s in _NO_PROCESSES if s in text))[:160]}')"
+                          if any(s in text for s in _NO_PROCESSES) else ""),
+                       "look for unbounded process or thread creation (a fork loop, a goroutine per item "
+                       "locked to a thread), or " + _RAISE.format(key="pids"))
+    return None
 
 
 def _scratch_hint(err: str, cell: Cell) -> str | None:

@@ -139,7 +139,8 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
             return CellResult(cell, Verdict("not-runnable", f"not run: the build of {cell.target.spec} failed "
                                             f"({why})", "fix the build first (see builds)"), None)
         verdict, ev = run_built(cell, b.artifact, lambda: (engine, roots), plan.run)
-        return CellResult(cell, verdict, ev if cell.target.runnable else None)
+        # classified against the whole output; the report keeps the tails
+        return CellResult(cell, verdict, ev.trimmed() if ev is not None and cell.target.runnable else None)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futs = {pool.submit(one, c): c for c in plan.cells}

@@ -47,18 +47,27 @@ def cell_json(r: CellResult) -> dict[str, Any]:
             "xfail": c.xfail, "passed": r.passed,
             "evidence": {"ran": ev.ran, "path": ev.path, "emulator": ev.emulator,
                          "loader_missing": ev.loader_missing, "tcg_missing": list(ev.tcg_missing),
-                         "notes": list(ev.notes), "timed_out": ev.timed_out, **dict(ev.extra),
+                         "notes": list(ev.notes), "timed_out": ev.timed_out,
+                         "limits": ev.limits.as_json() if ev.limits else None,
+                         "output_limited": ev.output_limited, "hardening": list(ev.hardening), **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
 
 
-def summary(res: RunResult) -> dict[str, int]:
+def summary(res: RunResult) -> dict[str, Any]:
     xf = sum(1 for c in res.cells if c.cell.xfail and c.passed)
     nr = sum(1 for c in res.cells if c.passed and c.verdict.verdict == "not-runnable")
     ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail) - nr
     return {"cells": len(res.cells), "ok": ok, "failed": len(res.cells) - ok - xf - nr, "xfail": xf,
             "not_runnable": nr,
             "builds_failed": sum(1 for b in res.builds if b.verdict != "ok"),
-            "planned_cells": len(res.plan.cells)}
+            "planned_cells": len(res.plan.cells),
+            # contract §7: the cells an interrupted run did not finish, by id, in plan order
+            **({"interrupted": unfinished(res)} if res.interrupted else {})}
+
+
+def unfinished(res: RunResult) -> list[str]:
+    done = {c.cell.id for c in res.cells}
+    return [c.id for c in res.plan.cells if c.id not in done]
 
 
 def images_json(names: list[str]) -> dict[str, Any]:
