@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +74,7 @@ def run_xrun(args: list[str], cwd: Path | None = None, timeout: float = 600,
 def xrun_matrix(tmp_path: Path, probe_src: Path) -> Callable[..., XrunResult]:
     """Write a matrix (project defaults to the probe fixture) into tmp_path, run xrun on it."""
 
-    def run(body: str, *extra: str, project: Path | None = None) -> XrunResult:
+    def run(body: str, *extra: str, project: Path | None = None, env: dict[str, str] | None = None) -> XrunResult:
         proj = project or probe_src
         text = textwrap.dedent(body)
         if "project:" not in text:
@@ -83,7 +87,7 @@ def xrun_matrix(tmp_path: Path, probe_src: Path) -> Callable[..., XrunResult]:
         m = tmp_path / "matrix.yaml"
         m.write_text(text)
         rep = tmp_path / "report.json"
-        p = run_xrun([str(m), "--json", str(rep), *extra])
+        p = run_xrun([str(m), "--json", str(rep), *extra], env=env)
         report = json.loads(rep.read_text()) if rep.exists() else {}
         return XrunResult(p.returncode, p.stdout, p.stderr, report)
 
@@ -103,3 +107,71 @@ def build_goreleaser_binaries(artifacts: Path, go_bin: Path) -> None:
                 env["GOMIPS64" if key == "gomips" and "64" in art["goarch"] else key.upper()] = val
         subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(artifacts.parent.parent / art["path"]), "."],
                        cwd=ROOT / "examples" / "greet", env=env, check=True, capture_output=True, timeout=600)
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+def _ping() -> bool:
+    docker = pytest.importorskip("docker")
+    import gc
+    import warnings
+
+    # docker-py leaves the socket of a failed unix connect to the GC; that is not ours to fix
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            c = docker.from_env(timeout=5)
+            try:
+                return bool(c.ping())
+            finally:
+                c.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A reachable dockerd: the running one, or one started here (and stopped by the last user).
+
+    Under xdist every worker holds a reference in a shared state file, so the worker that started
+    dockerd does not stop it under another worker's feet.
+    """
+    from filelock import FileLock
+
+    if shutil.which("dockerd") is None:
+        pytest.skip("docker.io is not installed (`sudo apt-get install docker.io`)")
+    shared = tmp_path_factory.getbasetemp().parent
+    state_file = shared / "xarch-dockerd.json"
+    with FileLock(str(shared / "xarch-dockerd.lock")):
+        state = json.loads(state_file.read_text()) if state_file.exists() else {"users": 0, "pid": None}
+        if not _ping():
+            if os.geteuid() != 0:
+                pytest.skip("dockerd is not running and starting it needs root (`sudo dockerd &`)")
+            log = shared / "dockerd.log"
+            with open(log, "ab") as f:
+                p = subprocess.Popen(["dockerd"], stdout=f, stderr=f, start_new_session=True)
+            deadline = time.monotonic() + 60
+            while not _ping() and time.monotonic() < deadline and p.poll() is None:
+                time.sleep(0.5)
+            if not _ping():
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                p.wait()
+                pytest.skip(f"dockerd could not start: {log.read_text()[-800:]}")
+            state["pid"] = p.pid
+            p.returncode = 0        # it outlives this Popen on purpose; do not warn about it
+        state["users"] += 1
+        state_file.write_text(json.dumps(state))
+    yield
+    with FileLock(str(shared / "xarch-dockerd.lock")):
+        state = json.loads(state_file.read_text())
+        state["users"] -= 1
+        if state["users"] == 0 and state["pid"]:
+            # a session killed earlier may have left a stale pid: only ever stop a dockerd
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{state['pid']}/comm").read_text().strip() == "dockerd":
+                    os.kill(state["pid"], signal.SIGTERM)
+            state["pid"] = None
+        state_file.write_text(json.dumps(state))

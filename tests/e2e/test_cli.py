@@ -117,7 +117,36 @@ def test_ctrl_c_cleans_up_exits_130_and_keeps_partial_results(tmp_path, probe_sr
     r = json.loads(rep.read_text())
     assert r["interrupted"] is True
     assert [b["verdict"] for b in r["builds"]] == ["ok"]
+    # contract §7: the cells that did not finish are named (both were still running)
+    done = {c["id"] for c in r["cells"]}
+    assert sorted(r["summary"]["interrupted"]) == sorted(
+        {"linux/amd64:scratch:baseline", "linux/amd64:scratch:host"} - done)
+    assert r["summary"]["interrupted"]
     assert list(tmpdir.iterdir()) == []
+
+
+def test_the_next_run_removes_what_a_killed_run_left_in_tmp(tmp_path, probe_src):
+    """kill -9 leaves xrun's scratch dirs; the next run removes those whose owner is gone."""
+    m = tmp_path / "matrix.yaml"
+    m.write_text(f"name: probe\nproject: {probe_src}\nbuild: {{output: '{tmp_path}/{{{{ arch }}}}'}}\n"
+                 "targets: [linux/amd64]\nprofiles: [host]\nrun: {args: [sleep, '60']}\n")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    p = subprocess.Popen([sys.executable, "-m", "runner.cli", str(m)], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmpdir.glob("xarch-local-*")):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    left = list(tmpdir.glob("xarch-local-*"))
+    assert left, "the killed run made no scratch dir"
+    m.write_text(m.read_text().replace("[sleep, '60']", "[hello]"))
+    r = subprocess.run([sys.executable, "-m", "runner.cli", str(m)], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode in (0, 1), r.stderr
+    assert [d for d in left if d.exists()] == []
 
 
 def _procs_with(marker: str) -> list[str]:

@@ -1,0 +1,81 @@
+"""xarch installed as users install it (a wheel, as action.yml's `pip install` does), run from elsewhere.
+
+The wheel must carry everything the package reads at run time: the image definitions (images/*.yaml,
+shipped as package data), the HTML template. The run happens outside the checkout, with a Python
+that cannot import the checkout's `runner/`, on a matrix that uses alpine and distroless-static.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel built from this checkout (dependencies from the current venv's
+    site-packages, so no download is needed beyond what setup already fetched)."""
+    base = tmp_path_factory.mktemp("installed")
+    wheels = base / "wheels"
+    # the way a user's pip builds it: an isolated build with the pyproject's own build requirements
+    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    [wheel] = wheels.glob("xarch-*.whl")
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    # the dependencies come from this venv (on the path via a .pth): only xarch itself is installed
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "xarch-test-deps.pth").write_text("\n".join(deps) + "\n")
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps", "-q", str(wheel)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return venv
+
+
+def test_the_wheel_ships_the_image_definitions(installed: Path, tmp_path: Path) -> None:
+    py = installed / "bin" / "python"
+    r = subprocess.run([str(py), "-c", "import runner, runner.images as i; print(runner.__file__); "
+                        "print(sorted(i.load_definitions()))"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    where, names = r.stdout.splitlines()
+    assert str(installed) in where and str(ROOT) not in where, where     # not the checkout
+    for n in ("alpine", "distroless-static", "scratch"):
+        assert n in names
+
+
+def test_an_installed_xrun_runs_alpine_and_distroless_from_outside_the_checkout(installed: Path,
+                                                                                   tmp_path: Path) -> None:
+    proj = tmp_path / "app"
+    proj.mkdir()
+    src = (ROOT / "examples" / "greet")
+    for f in src.iterdir():
+        if f.is_file():
+            (proj / f.name).write_bytes(f.read_bytes())
+    m = tmp_path / "matrix.yaml"
+    m.write_text(textwrap.dedent("""
+        name: greet
+        project: app
+        targets: [linux/amd64, linux/arm64]
+        images: [alpine, distroless-static]
+        profiles: [baseline]
+        run:
+          args: ["--version"]
+          expect: {exit: 0, stdout: "^greet 1\\\\.0\\\\.0 linux/"}
+    """))
+    env = {**os.environ, "PYTHONPATH": "", "COLUMNS": "200"}
+    r = subprocess.run([str(installed / "bin" / "xrun"), str(m), "--json", str(tmp_path / "r.json")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "4 cells: 4 ok" in r.stdout, r.stdout
