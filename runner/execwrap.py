@@ -56,7 +56,7 @@ def _profile(name: str, goarch: str) -> Profile:
 def install_wrappers(directory: Path, options: Sequence[str]) -> list[Path]:
     """go_linux_<goarch>_exec scripts that `go test` / `go run` pick up from PATH when cross-compiling."""
     directory.mkdir(parents=True, exist_ok=True)
-    xrun = [sys.executable, "-m", "runner.cli"]
+    xrun = [sys.executable, "-m", "xarch"]
     out = []
     for goarch, a in platforms.ARCHES.items():
         if a.qemu is None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import matrix, platforms
-from runner.classify import classify
-from runner.engines.local import LocalEngine
-from runner.pipeline import build_all
-from runner.plan import Cell, Profile, RunSpec, Target
+from xarch import matrix, platforms
+from xarch.classify import classify
+from xarch.engines.local import LocalEngine
+from xarch.pipeline import build_all
+from xarch.plan import Cell, Profile, RunSpec, Target
 
 pytestmark = pytest.mark.e2e
 

@@ -94,7 +94,7 @@ def test_ctrl_c_cleans_up_exits_130_and_keeps_partial_results(tmp_path, probe_sr
     rep = tmp_path / "r.json"
     tmpdir = tmp_path / "tmp"      # xrun's temp roots go here, so leftovers are visible
     tmpdir.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "runner.cli", str(m), "--json", str(rep), "-j", "2"],
+    p = subprocess.Popen([sys.executable, "-m", "xarch", str(m), "--json", str(rep), "-j", "2"],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "TMPDIR": str(tmpdir)})
     deadline = time.monotonic() + 120
@@ -133,7 +133,7 @@ def test_the_next_run_removes_what_a_killed_run_left_in_tmp(tmp_path, probe_src)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
-    p = subprocess.Popen([sys.executable, "-m", "runner.cli", str(m)], cwd=ROOT, env=env,
+    p = subprocess.Popen([sys.executable, "-m", "xarch", str(m)], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(tmpdir.glob("xarch-local-*")):
@@ -143,7 +143,7 @@ def test_the_next_run_removes_what_a_killed_run_left_in_tmp(tmp_path, probe_src)
     left = list(tmpdir.glob("xarch-local-*"))
     assert left, "the killed run made no scratch dir"
     m.write_text(m.read_text().replace("[sleep, '60']", "[hello]"))
-    r = subprocess.run([sys.executable, "-m", "runner.cli", str(m)], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "xarch", str(m)], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode in (0, 1), r.stderr
     assert [d for d in left if d.exists()] == []

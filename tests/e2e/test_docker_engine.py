@@ -48,7 +48,7 @@ def no_leftover_containers(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "docker_daemon" not in request.fixturenames:
         return
-    from runner.engines.docker import owner_label
+    from xarch.engines.docker import owner_label
 
     c = docker.from_env()
     try:
@@ -61,8 +61,8 @@ def no_leftover_containers(request: pytest.FixtureRequest) -> Iterator[None]:
 # -- building the fixtures ------------------------------------------------------------------------
 
 def _build(d: Path, project: Path, targets: str, command: str | None = None) -> dict[str, Path]:
-    from runner import matrix
-    from runner.pipeline import build_all
+    from xarch import matrix
+    from xarch.pipeline import build_all
 
     d.mkdir(parents=True, exist_ok=True)
     m = d / "matrix.yaml"
@@ -97,8 +97,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, probe_src: Path) -> dict
 # -- running cells through engines ----------------------------------------------------------------
 
 def _cell(spec: str, image: str, profile: str, args: tuple[str, ...]) -> Any:
-    from runner import platforms
-    from runner.plan import Cell, Profile, Target
+    from xarch import platforms
+    from xarch.plan import Cell, Profile, Target
 
     os_, arch, *rest = spec.split("/")
     t = Target(spec, os_, arch, rest[0] if rest else None)
@@ -112,8 +112,8 @@ def _cell(spec: str, image: str, profile: str, args: tuple[str, ...]) -> Any:
 @pytest.fixture(params=["container", "pool"])
 def engines(request: pytest.FixtureRequest, docker_daemon: None) -> Iterator[tuple[Any, Any]]:
     """(local engine, docker engine in this mode), both entered for one test."""
-    from runner.engines.docker import DockerEngine
-    from runner.engines.local import LocalEngine
+    from xarch.engines.docker import DockerEngine
+    from xarch.engines.local import LocalEngine
 
     with LocalEngine() as local, DockerEngine(request.param) as dock:
         dock.preflight(())
@@ -121,8 +121,8 @@ def engines(request: pytest.FixtureRequest, docker_daemon: None) -> Iterator[tup
 
 
 def _run(engine: Any, cell: Any, artifact: Path, run: Any) -> tuple[Any, Any]:
-    from runner.classify import classify
-    from runner.pipeline import RootfsProvider
+    from xarch.classify import classify
+    from xarch.pipeline import RootfsProvider
 
     root = RootfsProvider(engine.empty_root).get(cell)
     ev = engine.run_cell(cell, artifact, root, run)
@@ -150,7 +150,7 @@ def _parity(engines: tuple[Any, Any], cases: list[tuple[Any, Path, Any]]) -> lis
 
 
 def test_ok_on_several_arches_in_scratch_and_alpine(engines, artifacts):
-    from runner.plan import Expect, RunSpec
+    from xarch.plan import Expect, RunSpec
 
     run = RunSpec(("hello",), timeout=120, expect=Expect(0, "^probe hello$"))
     cases = [(_cell(t, img, "baseline", ("hello",)), artifacts[f"plain {t}"], run)
@@ -164,7 +164,7 @@ def test_ok_on_several_arches_in_scratch_and_alpine(engines, artifacts):
 
 
 def test_exit_status_and_wrong_output(engines, artifacts):
-    from runner.plan import Expect, RunSpec
+    from xarch.plan import Expect, RunSpec
 
     art = artifacts["plain linux/arm64"]
     res = _parity(engines, [
@@ -178,7 +178,7 @@ def test_exit_status_and_wrong_output(engines, artifacts):
 
 def test_static_verdicts(engines, artifacts):
     """exec-format-error, missing-loader and missing-library (the first two decided before running)."""
-    from runner.plan import Expect, RunSpec
+    from xarch.plan import Expect, RunSpec
 
     run = RunSpec(("hello",), timeout=120)
     res = _parity(engines, [
@@ -195,7 +195,7 @@ def test_static_verdicts(engines, artifacts):
 
 
 def test_cpu_verdicts_and_crash(engines, artifacts):
-    from runner.plan import RunSpec
+    from xarch.plan import RunSpec
 
     run = RunSpec(("hello",), timeout=120)
     res = _parity(engines, [
@@ -222,7 +222,7 @@ def _procs_with(marker: str) -> list[str]:
 
 @pytest.mark.parametrize("profile", ["baseline", "host"])
 def test_timeout_kills_the_tree_and_the_container(engines, artifacts, client, profile):
-    from runner.plan import RunSpec
+    from xarch.plan import RunSpec
 
     marker = f"xarch-marker-{uuid.uuid4().hex}"
     args = ("sleepfork", marker)
@@ -243,7 +243,7 @@ def test_timeout_kills_the_tree_and_the_container(engines, artifacts, client, pr
 
 def test_sandbox_semantics_match(engines, artifacts):
     """stdin, a fresh /tmp per cell (only where the image has one), the injected /etc files, cwd, uid."""
-    from runner.plan import RunSpec
+    from xarch.plan import RunSpec
 
     cases = []
     for spec in ("linux/amd64", "linux/arm64"):
@@ -264,8 +264,8 @@ def test_sandbox_semantics_match(engines, artifacts):
 
 
 def test_a_pooled_container_that_died_is_replaced(client, artifacts):
-    from runner.engines.docker import DockerEngine
-    from runner.plan import Expect, RunSpec
+    from xarch.engines.docker import DockerEngine
+    from xarch.plan import Expect, RunSpec
 
     run = RunSpec(("hello",), expect=Expect(0, "^probe hello$"))
     cell = _cell("linux/arm64", "alpine", "baseline", ("hello",))
@@ -282,8 +282,8 @@ def test_retry_of_a_transient_daemon_failure_is_recorded(docker_daemon, artifact
     import requests
     from docker.models.containers import ContainerCollection
 
-    from runner.engines.docker import DockerEngine
-    from runner.plan import Expect, RunSpec
+    from xarch.engines.docker import DockerEngine
+    from xarch.plan import Expect, RunSpec
 
     real = ContainerCollection.create
     calls = {"n": 0}
@@ -310,8 +310,8 @@ def test_a_non_transient_failure_is_not_retried(docker_daemon, artifacts, monkey
     import requests
     from docker.models.containers import ContainerCollection
 
-    from runner.engines.docker import DockerEngine
-    from runner.plan import RunSpec
+    from xarch.engines.docker import DockerEngine
+    from xarch.plan import RunSpec
 
     calls = {"n": 0}
 
@@ -333,8 +333,8 @@ def test_unreachable_daemon_is_an_infra_error_naming_the_start_command():
     import gc
     import warnings
 
-    from runner.engines.docker import DockerEngine
-    from runner.errors import InfraError
+    from xarch.engines.docker import DockerEngine
+    from xarch.errors import InfraError
 
     # docker-py leaves the socket of a failed unix connect to the GC; that is not ours to fix
     with warnings.catch_warnings():
@@ -356,8 +356,8 @@ def test_unreachable_daemon_is_an_infra_error_naming_the_start_command():
 _DRIVER = """
 import sys
 from pathlib import Path
-from runner.engines.docker import DockerEngine
-from runner.plan import Cell, Profile, RunSpec, Target
+from xarch.engines.docker import DockerEngine
+from xarch.plan import Cell, Profile, RunSpec, Target
 with DockerEngine(sys.argv[1]) as e:
     c = Cell(Target("linux/amd64", "linux", "amd64", None), "scratch", Profile("baseline", builtin=True),
              "qemu64", ("sleep",), {})
@@ -367,7 +367,7 @@ with DockerEngine(sys.argv[1]) as e:
 
 @pytest.mark.parametrize("mode", ["container", "pool"])
 def test_the_next_engine_removes_what_a_killed_run_left(client, artifacts, tmp_path, mode):
-    from runner.engines.docker import DockerEngine
+    from xarch.engines.docker import DockerEngine
 
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
@@ -416,8 +416,8 @@ def test_cli_engine_docker_matches_local(docker_daemon, xrun_matrix):
 
 def test_parallel_run_stage_gives_the_same_verdicts(engines, artifacts, tmp_path, probe_src):
     """The pipeline's run stage at -j2 (several pooled containers per image and arch at once)."""
-    from runner import matrix
-    from runner.pipeline import RootfsProvider, build_all, run_cells
+    from xarch import matrix
+    from xarch.pipeline import RootfsProvider, build_all, run_cells
 
     m = tmp_path / "matrix.yaml"
     m.write_text(f"name: probe\nproject: {probe_src}\n"
@@ -440,9 +440,9 @@ def test_ctrl_c_ends_a_running_cell_at_once(docker_daemon, artifacts, mode):
     """proc.stop() (what Ctrl-C calls) must not leave the run stage waiting for run.timeout."""
     import threading
 
-    from runner import proc
-    from runner.engines.docker import DockerEngine
-    from runner.plan import RunSpec
+    from xarch import proc
+    from xarch.engines.docker import DockerEngine
+    from xarch.plan import RunSpec
 
     cell = _cell("linux/amd64", "scratch", "baseline", ("sleep",))
     raised: list[BaseException] = []

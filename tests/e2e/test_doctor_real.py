@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from runner import doctor, platforms
+from xarch import doctor, platforms
 
 pytestmark = pytest.mark.e2e
 

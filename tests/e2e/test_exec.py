@@ -24,12 +24,12 @@ def _go_test(go_bin: Path, goarm: str, exec_cmd: str | None, extra_path: str = "
 
 
 def _xrun() -> str:
-    return f"{sys.executable} -m runner.cli exec"
+    return f"{sys.executable} -m xarch exec"
 
 
 @pytest.fixture(autouse=True)
 def _importable(monkeypatch):
-    # `python -m runner.cli` from the package dir needs the repo on the path (an editable install has it)
+    # `python -m xarch` from the package dir needs the repo on the path (an editable install has it)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
 
 

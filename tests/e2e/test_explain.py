@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from runner.explain import explain, main_explain, render_text
-from runner.images import ImageStore
+from xarch.explain import explain, main_explain, render_text
+from xarch.images import ImageStore
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import proc
-from runner.build import go_version
-from runner.classify import Verdict, classify
-from runner.engines import Evidence, foreign
-from runner.plan import Cell, Expect, Profile, RunSpec, Target
+from xarch import proc
+from xarch.build import go_version
+from xarch.classify import Verdict, classify
+from xarch.engines import Evidence, foreign
+from xarch.plan import Cell, Expect, Profile, RunSpec, Target
 
 pytestmark = pytest.mark.e2e
 

@@ -39,7 +39,7 @@ def _digest(p: Path) -> str:
 
 def _guarded_files() -> dict[str, str]:
     """What a cell must never change: the emulator and every cached image's /etc/passwd."""
-    from runner import paths
+    from xarch import paths
 
     files = {p: _digest(Path(p)) for p in [shutil.which("qemu-x86_64-static") or ""] if p}
     root = paths.cache_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.images import ARCH_INFO, ImageStore, ImageUnavailable, host_apt_sources, host_suite
+from xarch.images import ARCH_INFO, ImageStore, ImageUnavailable, host_apt_sources, host_suite
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +131,7 @@ def test_two_processes_build_once(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     counter = tmp_path / "calls"
     env = _shim(tmp_path / "bin", counter)
-    code = ("import sys; from pathlib import Path; from runner.images import ImageStore; "
+    code = ("import sys; from pathlib import Path; from xarch.images import ImageStore; "
             "print(ImageStore(Path(sys.argv[1])).ensure('alpine', 'arm64'))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]

@@ -45,7 +45,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_ships_the_image_definitions(installed: Path, tmp_path: Path) -> None:
     py = installed / "bin" / "python"
-    r = subprocess.run([str(py), "-c", "import runner, runner.images as i; print(runner.__file__); "
+    r = subprocess.run([str(py), "-c", "import xarch, xarch.images as i; print(xarch.__file__); "
                         "print(sorted(i.load_definitions()))"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=120, env={**os.environ, "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr
@@ -53,6 +53,20 @@ def test_the_wheel_ships_the_image_definitions(installed: Path, tmp_path: Path) 
     assert str(installed) in where and str(ROOT) not in where, where     # not the checkout
     for n in ("alpine", "distroless-static", "scratch"):
         assert n in names
+    r = subprocess.run([str(py), "-c", "import runner"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode != 0 and "No module named 'runner'" in r.stderr, r.stderr
+
+
+def test_pytest_in_a_project_with_its_own_runner_package(installed: Path, tmp_path: Path) -> None:
+    """xarch's pytest11 entry point loads in every project of the environment: it must not collide."""
+    (tmp_path / "runner").mkdir()
+    (tmp_path / "runner" / "__init__.py").write_text("")
+    (tmp_path / "test_x.py").write_text("import runner\n\ndef test_x():\n    assert runner\n")
+    r = subprocess.run([str(installed / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": ""})
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout + r.stderr
 
 
 def test_an_installed_xrun_runs_alpine_and_distroless_from_outside_the_checkout(installed: Path,

@@ -26,7 +26,7 @@ BUILD_KEYS = ("target", "verdict", "cause", "artifact")
 
 def merge_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`xrun report merge ...` through the real command line, in a child process."""
-    return subprocess.run([sys.executable, "-m", "runner.cli", "report", "merge", *args], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "xarch", "report", "merge", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=120, env={**os.environ, **NOT_GITHUB})
 
 

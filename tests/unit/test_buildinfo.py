@@ -1,4 +1,4 @@
-"""Tests for runner.buildinfo against binaries built by a real Go toolchain."""
+"""Tests for xarch.buildinfo against binaries built by a real Go toolchain."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from runner.buildinfo import (
+from xarch.buildinfo import (
     BUILDINFO_MAGIC,
     MODINFO_END,
     MODINFO_START,

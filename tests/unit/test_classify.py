@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from runner.artifact import ArtifactFacts
-from runner.buildinfo import GoBuildInfo
-from runner.classify import classify
-from runner.engines import Evidence
-from runner.plan import Cell, Expect, Profile, Target
+from xarch.artifact import ArtifactFacts
+from xarch.buildinfo import GoBuildInfo
+from xarch.classify import classify
+from xarch.engines import Evidence
+from xarch.plan import Cell, Expect, Profile, Target
 
 
 def _bi(**settings: str) -> GoBuildInfo:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from runner import build, doctor, matrix, platforms
-from runner.doctor import Check, required_for_plan, run_checks
-from runner.errors import ConfigError, InfraError
-from runner.plan import Plan
+from xarch import build, doctor, matrix, platforms
+from xarch.doctor import Check, required_for_plan, run_checks
+from xarch.errors import ConfigError, InfraError
+from xarch.plan import Plan
 
 QEMU_OK = 'echo "qemu-{q} version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"\necho "Copyright (c) 2003-2022"'
 SEGV = "kill -SEGV $$"

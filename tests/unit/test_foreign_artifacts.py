@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.artifact import check_against_target, inspect
-from runner.build import go_version
-from runner.engines import Evidence
-from runner.engines.foreign import (
+from xarch.artifact import check_against_target, inspect
+from xarch.build import go_version
+from xarch.engines import Evidence
+from xarch.engines.foreign import (
     REFUSED,
     WASM_EXEC,
     WASM_EXEC_GO,
@@ -35,7 +35,7 @@ from runner.engines.foreign import (
     wasm_goos,
     wasm_imports,
 )
-from runner.plan import Cell, Profile, Target
+from xarch.plan import Cell, Profile, Target
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
 TARGETS = ("windows/amd64", "windows/386", "windows/arm64", "darwin/amd64", "darwin/arm64", "js/wasm",

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import cli
+from xarch import cli
 
 TOP_KEYS = ["name", "project", "targets", "images", "profiles", "run", "build", "xfail", "exclude"]
 RUN_KEYS = ["args", "env", "stdin", "timeout", "expect", "limits"]

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from test_classify import cell, ev, facts, verdict
 
-from runner import matrix, qemu_cpus
-from runner.engines import Evidence, limits
-from runner.engines.limits import LimitOutcome
-from runner.errors import ConfigError
-from runner.output.text import plain, safe
-from runner.plan import Expect, Limits
+from xarch import matrix, qemu_cpus
+from xarch.engines import Evidence, limits
+from xarch.engines.limits import LimitOutcome
+from xarch.errors import ConfigError
+from xarch.output.text import plain, safe
+from xarch.plan import Expect, Limits
 
 
 def load(tmp_path: Path, body: str):
@@ -263,8 +263,8 @@ def test_a_cpu_model_typo_fails_at_load_with_the_closest_names(tmp_path, monkeyp
 
 
 def test_every_builtin_profile_model_is_known_to_the_installed_qemu():
-    from runner import platforms
-    from runner.plan import builtin_profile
+    from xarch import platforms
+    from xarch.plan import builtin_profile
 
     checked = 0
     wanted: set[tuple[str, str]] = set()
@@ -303,7 +303,7 @@ POISON = b"root::0:0:root:/root:/bin/sh\n#######"[:len(ORIGINAL)]
 
 
 def _demo_store(tmp_path: Path):
-    from runner.images import ImageStore
+    from xarch.images import ImageStore
 
     defs = tmp_path / "images"
     defs.mkdir()
@@ -345,9 +345,9 @@ def test_images_verify_finds_a_change_that_hid_its_mtime_and_removes_the_image(t
 # -- interrupted runs ---------------------------------------------------------------------------------
 
 def test_the_partial_report_names_the_unfinished_cells(tmp_path):
-    from runner import report
-    from runner.classify import Verdict
-    from runner.pipeline import CellResult, RunResult
+    from xarch import report
+    from xarch.classify import Verdict
+    from xarch.pipeline import CellResult, RunResult
 
     plan = load(tmp_path, "name: a\ntargets: [linux/amd64, linux/arm64]\nimages: [scratch, alpine]\n")
     res = RunResult(plan, "local")
@@ -359,7 +359,7 @@ def test_the_partial_report_names_the_unfinished_cells(tmp_path):
 
 
 def test_merge_keeps_the_unfinished_cells_of_every_shard():
-    from runner.merge import merge_reports
+    from xarch.merge import merge_reports
 
     def rep(cells, left):
         return {"version": 1, "interrupted": bool(left), "builds": [],
@@ -372,7 +372,7 @@ def test_merge_keeps_the_unfinished_cells_of_every_shard():
 # -- the emulator and the cache root ----------------------------------------------------------------
 
 def test_a_modified_or_writable_emulator_is_never_run(tmp_path, monkeypatch):
-    from runner.engines import emulator
+    from xarch.engines import emulator
 
     exe = tmp_path / "qemu-x86_64-static"
     exe.write_bytes(b"\x7fELF pretend")
@@ -393,8 +393,8 @@ def test_a_modified_or_writable_emulator_is_never_run(tmp_path, monkeypatch):
 
 
 def test_every_cache_honours_xarch_cache_dir(tmp_path, monkeypatch):
-    from runner import paths
-    from runner.images import ImageStore
+    from xarch import paths
+    from xarch.images import ImageStore
 
     monkeypatch.setenv("XARCH_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

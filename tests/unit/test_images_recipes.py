@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.images import (
+from xarch.images import (
     ARCH_INFO,
     DEBIAN_ARCHES,
     AptSource,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import matrix
-from runner.errors import ConfigError
+from xarch import matrix
+from xarch.errors import ConfigError
 
 
 def load(tmp_path: Path, body: str, name: str = "m.yaml"):

@@ -14,8 +14,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import FIXTURES, ROOT, build_goreleaser_binaries
-from runner import gha, goreleaser, merge
-from runner.errors import ConfigError
+from xarch import gha, goreleaser, merge
+from xarch.errors import ConfigError
 
 REPORTS = FIXTURES / "reports"
 ARTIFACTS = FIXTURES / "goreleaser" / "artifacts.json"
@@ -272,7 +272,7 @@ def test_workflow_with_a_published_action_and_another_python(in_repo: Path) -> N
 
 
 def test_native_arm_puts_all_arm_shards_on_arm_runners(tmp_path: Path) -> None:
-    from runner import matrix
+    from xarch import matrix
 
     m = _matrix(tmp_path, "[linux/amd64, linux/arm/v7, linux/arm64, linux/arm/v6]")
     plan = matrix.load(m)
@@ -345,7 +345,7 @@ def test_goreleaser_binaries_map_to_targets_with_absolute_paths(artifacts: Path)
     # the loong64 binary is reported, not silently dropped; archives, checksums and the upload copy are not binaries
     assert skipped == ["dist/greet_linux_loong64/greet: xarch has no target linux/loong64"]
     # every spec is one the matrix accepts
-    from runner import matrix
+    from xarch import matrix
 
     m = artifacts.parent.parent / "m.yaml"
     m.write_text("name: greet\ntargets: [" + ", ".join(s for s, _ in got) + "]\n")
@@ -395,8 +395,8 @@ def test_goreleaser_bad_input_is_a_config_error(artifacts: Path, body: str | Non
 def test_goreleaser_targets_match_real_go_binaries_built_at_its_paths(artifacts: Path, go_bin: Path) -> None:
     """Build greet the way goreleaser would for each Binary entry, then check each binary's header and Go
     build info against the target it was mapped to."""
-    from runner import platforms
-    from runner.artifact import check_against_target, inspect
+    from xarch import platforms
+    from xarch.artifact import check_against_target, inspect
 
     build_goreleaser_binaries(artifacts, go_bin)
     got = goreleaser.targets_from_goreleaser(artifacts)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from runner import ci, html, junit
+from xarch import ci, html, junit
 
 REPORTS = FIXTURES / "reports"
 XSD = FIXTURES / "junit" / "junit-10.xsd"
