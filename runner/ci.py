@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import model
 from .output.text import plain
 
 # GitHub rejects a step summary over 1 MiB; stay well under it and say what was left out.
@@ -193,10 +194,10 @@ def step_summary_markdown(report: Mapping[str, Any]) -> str:
     builds = list(report.get("builds") or [])
     cells = list(report.get("cells") or [])
     s = dict(report.get("summary") or {})
-    bad_builds = [b for b in builds if b.get("verdict") != "ok"]
+    bad_builds = [b for b in builds if not model.build_ok(b)]
     bad_cells = [c for c in cells if not c.get("passed")]
     interrupted = bool(report.get("interrupted"))
-    passed = not (interrupted or bad_builds or bad_cells) and len(cells) == s.get("planned_cells", len(cells))
+    passed = model.passed(report)
     state = "⚠️ interrupted" if interrupted else ("✅ passed" if passed else "❌ failed")
     out = [f"## xarch {_code(report.get('matrix', 'matrix'))}: {state}", "",
            f"{s.get('cells', len(cells))} cells: {s.get('ok', 0)} ok, {s.get('xfail', 0)} xfail, "

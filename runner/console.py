@@ -102,11 +102,9 @@ def render(console: Console, res: RunResult) -> None:
             for n in r.evidence.notes[:1]:
                 console.print(f"  [dim]note: {safe(n)}[/]")
 
-    s_ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail)
-    s_xf = sum(1 for c in res.cells if c.passed and c.cell.xfail)
-    s_bad = len(res.cells) - s_ok - s_xf
-    b_bad = len(problems)
+    s = res.summary()       # the report's counts: a not-runnable cell is not "ok"
     color = "green" if res.passed else "red"
     extra = " (interrupted)" if res.interrupted else ""
-    console.print(f"\n[{color}]{len(res.cells)} cells: {s_ok} ok, {s_xf} xfail, {s_bad} failed; "
-                  f"{len(res.builds)} builds, {b_bad} not ok{extra}[/]")
+    nr = f", {s['not_runnable']} not run" if s["not_runnable"] else ""
+    console.print(f"\n[{color}]{s['cells']} cells: {s['ok']} ok, {s['xfail']} xfail, {s['failed']} failed{nr}; "
+                  f"{len(res.builds)} builds, {s['builds_failed']} not ok{extra}[/]")

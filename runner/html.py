@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 
+from . import model
 from .junit import exit_status_text, write_text_atomic
 
 TEMPLATE = "report.html.j2"
@@ -75,9 +76,8 @@ def to_html(report: Mapping[str, Any]) -> str:
     cols = list(dict.fromkeys((str(v.cell["image"]), str(v.cell["profile"])) for v in cells))
     grid = {(str(v.cell["target"]), str(v.cell["image"]), str(v.cell["profile"])): v for v in cells}
     summary = dict(report.get("summary") or {})
-    failed_builds = [b for b in builds if b.get("verdict") != "ok"]
-    passed = (not report.get("interrupted") and not failed_builds and all(v.passed for v in cells)
-              and len(cells) == summary.get("planned_cells", len(cells)))
+    failed_builds = [b for b in builds if not model.build_ok(b)]
+    passed = model.passed(report)
     return _environment().get_template(TEMPLATE).render(
         report=report, summary=summary, builds=builds, failed_builds=failed_builds, cells=cells,
         rows=rows, cols=cols, grid=grid, passed=passed, category=category,

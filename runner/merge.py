@@ -16,6 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from . import model
 from .errors import ConfigError, XarchError
 from .output.text import plain
 
@@ -26,23 +27,13 @@ _UNKNOWN_SEVERITY = 3
 
 def summary(builds: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],
             planned_cells: int) -> dict[str, Any]:
-    """The report's summary from its dicts, counted exactly as runner.report.summary counts a run."""
-    xf = sum(1 for c in cells if c.get("xfail") and c.get("passed"))
-    nr = sum(1 for c in cells if c.get("passed") and c.get("verdict") == "not-runnable")
-    ok = sum(1 for c in cells if c.get("passed") and not c.get("xfail")) - nr
-    return {"cells": len(cells), "ok": ok, "failed": len(cells) - ok - xf - nr, "xfail": xf,
-            "not_runnable": nr,
-            "builds_failed": sum(1 for b in builds if b.get("verdict") != "ok"),
-            "planned_cells": planned_cells}
+    """The report's summary from its dicts (the one rule, in model)."""
+    return model.summary(builds, cells, planned_cells)
 
 
 def report_passed(report: Mapping[str, Any]) -> bool:
-    """The rule of `xrun run`'s exit code: not interrupted, every build ok, every planned cell ran and passed."""
-    cells = list(report.get("cells") or [])
-    planned = int((report.get("summary") or {}).get("planned_cells", len(cells)))
-    return (not report.get("interrupted")
-            and all(b.get("verdict") == "ok" for b in report.get("builds") or [])
-            and all(c.get("passed") for c in cells) and len(cells) == planned)
+    """The rule of `xrun run`'s exit code (the one rule, in model)."""
+    return model.passed(report)
 
 
 def _merged_order(sequences: Sequence[Sequence[str]]) -> list[str]:

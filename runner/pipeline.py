@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from . import proc
+from . import model, proc
 from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import Verdict, classify
@@ -44,13 +44,21 @@ class RunResult:
     interrupted: bool = False
     started: float = field(default_factory=time.time)
 
+    def view(self) -> dict[str, Any]:
+        """The fields the shared rules read, in the report's dict form (model.passed, model.summary)."""
+        return {"interrupted": self.interrupted,
+                "builds": [{"verdict": b.verdict, "reproducible": b.reproducible} for b in self.builds],
+                "cells": [{"passed": c.passed, "xfail": c.cell.xfail, "verdict": c.verdict.verdict}
+                          for c in self.cells],
+                "summary": {"planned_cells": len(self.plan.cells)}}
+
     @property
     def passed(self) -> bool:
-        # a build asked to be reproducible and found not to be fails the run, with its explanation
-        return (not self.interrupted and all(b.verdict == "ok" and b.reproducible is not False
-                                             for b in self.builds)
-                and all(c.passed for c in self.cells)
-                and len(self.cells) == len(self.plan.cells))
+        return model.passed(self.view())
+
+    def summary(self) -> dict[str, Any]:
+        v = self.view()
+        return model.summary(v["builds"], v["cells"], len(self.plan.cells))
 
 
 T = TypeVar("T")
@@ -135,9 +143,7 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
     def one(cell: Cell) -> CellResult:
         b = builds.get(cell.target.spec)
         if b is None or not b.runnable or b.artifact is None:
-            why = b.explanation.splitlines()[0] if b and b.explanation else "no artifact"
-            return CellResult(cell, Verdict("not-runnable", f"not run: the build of {cell.target.spec} failed "
-                                            f"({why})", "fix the build first (see builds)"), None)
+            return CellResult(cell, unbuilt_verdict(cell, b), None)
         verdict, ev = run_built(cell, b.artifact, lambda: (engine, roots), plan.run)
         # classified against the whole output; the report keeps the tails
         return CellResult(cell, verdict, ev.trimmed() if ev is not None and cell.target.runnable else None)
@@ -159,6 +165,13 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
     order = {c.id: i for i, c in enumerate(plan.cells)}
     out.sort(key=lambda r: order[r.cell.id])
     return out
+
+
+def unbuilt_verdict(cell: Cell, b: BuildResult | None) -> Verdict:
+    """The verdict of a cell whose build produced nothing runnable (both front ends use this)."""
+    why = b.explanation.splitlines()[0] if b and b.explanation else "no artifact"
+    return Verdict("not-runnable", f"not run: the build of {cell.target.spec} failed ({why})",
+                   "fix the build first (see builds)")
 
 
 def run_built(cell: Cell, artifact: Path, ready: Callable[[], tuple[Engine, RootfsProvider]],

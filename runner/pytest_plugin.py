@@ -1,9 +1,11 @@
 """`pytest --xarch`: every matrix cell as a pytest item, plus the `xarch_cell` fixture.
 
-Thin by design: options, configure and collection hooks; the logic lives in XarchSession, which
-calls the same stages as `xrun` (matrix.load -> build -> engine -> classify). Under pytest-xdist
-each worker has its own XarchSession; builds and images are shared through the on-disk caches and
-their file locks, so each artifact and each image is built once for the whole session.
+Thin by design, as pytest-xdist's plugin is: at start-up this module imports only pytest and the
+standard library, because pytest loads it in every project of the environment (`--xarch` or not).
+The machinery (`session.Session`: the same plan, selection, preflight, builds and verdicts as `xrun
+run`) is imported inside the hooks, only when --xarch is given or a test asks for `xarch_cell`.
+Under pytest-xdist each worker has its own session; builds and images are shared through the
+on-disk caches and their file locks, so each artifact and each image is built once.
 """
 
 from __future__ import annotations
@@ -12,19 +14,16 @@ import fnmatch
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import matrix as matrix_mod
-from . import proc
-from .build import BuildResult, output_excludes, run_build, tree_digest
-from .classify import Verdict
-from .engines import Engine, Evidence, make_engine
-from .errors import ConfigError, InfraError
-from .output.text import plain
-from .pipeline import RootfsProvider, run_built
-from .plan import Cell, Expect, Plan, RunSpec
+if TYPE_CHECKING:
+    from .build import BuildResult
+    from .classify import Verdict
+    from .engines import Evidence
+    from .plan import Cell, Plan, RunSpec
+    from .session import Session
 
 _KEY = pytest.StashKey["XarchSession"]()
 
@@ -116,6 +115,9 @@ class CellItem(pytest.Item):
         e = excinfo.value
         if isinstance(e, CellFailed):
             return _describe(e)
+        from .errors import InfraError
+        from .output.text import plain
+
         if isinstance(e, InfraError):
             return plain(f"infra-error: {e.what}\n  fix: {e.fix}")
         return str(super().repr_failure(excinfo))
@@ -127,6 +129,8 @@ class CellItem(pytest.Item):
 
 
 def _describe(e: CellFailed) -> str:
+    from .output.text import plain
+
     v, ev = e.verdict, e.ev
     head = f"{e.cell.id}: {v.verdict}"
     if isinstance(e, XfailMismatch):
@@ -168,6 +172,8 @@ class CellHandle:
 
     @property
     def artifact(self) -> Path:
+        from .output.text import plain
+
         b = self._sess.build(self.cell)
         if b.artifact is None:
             pytest.fail(plain(f"{self.cell.target.spec}: {b.verdict}: {b.explanation}"), pytrace=False)
@@ -175,6 +181,8 @@ class CellHandle:
 
     def run(self, args: Sequence[str] = (), *, stdin: str | None = None, env: dict[str, str] | None = None,
             timeout: float | None = None, expect_exit: int = 0, expect_stdout: str | None = None) -> CellRun:
+        from .plan import Cell, Expect, RunSpec
+
         plan_run = self._sess.plan().run
         spec = RunSpec(tuple(args), {**plan_run.env, **(env or {})}, stdin,
                        timeout if timeout is not None else plan_run.timeout,
@@ -187,63 +195,39 @@ class CellHandle:
 
 
 class XarchSession:
-    """Per-process state: the plan, memoised builds and image roots, one engine."""
+    """The plugin's view of one `session.Session`, made on first use (never without --xarch or the fixture)."""
 
     def __init__(self, config: pytest.Config, matrix_path: Path, enabled: bool) -> None:
         self.config = config
         self.matrix_path = matrix_path
         self.enabled = enabled
-        self._plan: Plan | None = None
-        self._builds: dict[str, BuildResult] = {}
-        self._digest: str | None = None
-        self._engine: Engine | None = None
-        self._roots: RootfsProvider | None = None
+        self._core: Session | None = None
+
+    def core(self) -> Session:
+        if self._core is None:
+            from .session import Session
+
+            self._core = Session(self.matrix_path, self.config.getoption("--xarch-only"),
+                                 self.config.getoption("--xarch-engine"))
+        return self._core
 
     def plan(self) -> Plan:
-        if self._plan is None:
-            try:
-                plan = matrix_mod.load(self.matrix_path)
-                only = [matrix_mod.parse_only(s) for s in self.config.getoption("--xarch-only")]
-                self._plan = matrix_mod.select(plan, only)
-            except ConfigError as e:
-                raise pytest.UsageError(f"xarch: {e}") from None
-        return self._plan
+        from .errors import ConfigError
+
+        try:
+            return self.core().plan()
+        except ConfigError as e:
+            raise pytest.UsageError(f"xarch: {e}") from None
 
     def build(self, cell: Cell) -> BuildResult:
-        spec = cell.target.spec
-        if spec not in self._builds:
-            plan = self.plan()
-            if self._digest is None:
-                self._digest = tree_digest(plan.project, output_excludes(plan.builds))
-            job = next(b for b in plan.builds if b.target.spec == spec)
-            self._builds[spec] = run_build(job, self._digest)
-        return self._builds[spec]
-
-    def _engine_ready(self) -> tuple[Engine, RootfsProvider]:
-        """The engine (started on first use, after its preflight) and its image roots."""
-        if self._engine is None:
-            proc.reset()
-            eng = make_engine(self.config.getoption("--xarch-engine")).__enter__()
-            try:
-                eng.preflight(self.plan().cells)
-            except BaseException:
-                eng.__exit__(None, None, None)
-                raise
-            self._engine = eng
-            self._roots = RootfsProvider(eng.empty_root)
-        assert self._roots is not None
-        return self._engine, self._roots
+        return self.core().build(cell)
 
     def run_cell(self, cell: Cell, run: RunSpec) -> tuple[Verdict, Evidence | None]:
-        b = self.build(cell)
-        if not b.runnable or b.artifact is None:
-            return Verdict(b.verdict, f"the build of {cell.target.spec} failed: {b.explanation}", b.fix), None
-        return run_built(cell, b.artifact, self._engine_ready, run)
+        return self.core().run_cell(cell, run)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.__exit__(None, None, None)
-            self._engine = None
+        if self._core is not None:
+            self._core.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

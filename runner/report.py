@@ -54,15 +54,8 @@ def cell_json(r: CellResult) -> dict[str, Any]:
 
 
 def summary(res: RunResult) -> dict[str, Any]:
-    xf = sum(1 for c in res.cells if c.cell.xfail and c.passed)
-    nr = sum(1 for c in res.cells if c.passed and c.verdict.verdict == "not-runnable")
-    ok = sum(1 for c in res.cells if c.passed and not c.cell.xfail) - nr
-    return {"cells": len(res.cells), "ok": ok, "failed": len(res.cells) - ok - xf - nr, "xfail": xf,
-            "not_runnable": nr,
-            "builds_failed": sum(1 for b in res.builds if b.verdict != "ok"),
-            "planned_cells": len(res.plan.cells),
-            # contract §7: the cells an interrupted run did not finish, by id, in plan order
-            **({"interrupted": unfinished(res)} if res.interrupted else {})}
+    # contract §7: the cells an interrupted run did not finish, by id, in plan order
+    return {**res.summary(), **({"interrupted": unfinished(res)} if res.interrupted else {})}
 
 
 def unfinished(res: RunResult) -> list[str]:

@@ -141,3 +141,29 @@ def test_a_crashed_worker_is_reported_as_that_cells_failure(pytester):
     r = pytester.runpytest_subprocess("test_crash.py", "-n", "2", "-p", "no:cacheprovider")
     r.assert_outcomes(passed=1, failed=1)
     r.stdout.fnmatch_lines(["*crashed while running*test_dies?linux/arm64:scratch:baseline?*"])
+
+
+def test_a_cell_whose_build_failed_is_not_runnable_as_in_xrun_run(pytester):
+    """Both front ends give a failed build's cells the same verdict (the plugin used the build's)."""
+    out = f"{pytester.path}/dist/{{{{ os }}}}-{{{{ arch }}}}"
+    pytester.makefile(".yaml", matrix=f"name: probe\nproject: {FIXTURES / 'probe'}\ntargets: [linux/amd64]\n"
+                      f'build: {{output: "{out}", command: [go, build, -o, "{{{{ output }}}}", ./does-not-exist]}}\n'
+                      "run: {args: [hello]}\n")
+    r = pytester.runpytest_subprocess("--xarch", "-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    r.stdout.fnmatch_lines(["*linux/amd64:scratch:baseline: not-runnable*",
+                            "*not run: the build of linux/amd64 failed*"])
+
+
+def test_the_plugin_imports_nothing_heavy_until_asked(pytester):
+    """pytest loads the plugin in every project of the environment: start-up must cost nothing."""
+    pytester.makepyfile(test_plain="""
+        import sys
+
+        def test_nothing_loaded():
+            heavy = [m for m in sys.modules if m.startswith(("xarch.", "jinja2", "ruamel", "elftools", "docker"))
+                     and m != "xarch.pytest_plugin"]
+            assert heavy == [], heavy
+    """)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1)

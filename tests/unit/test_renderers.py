@@ -340,3 +340,41 @@ def test_emit_survives_an_unwritable_summary(failing: dict[str, Any], tmp_path: 
     assert ci.emit(failing, "matrix.yaml", {}, env=env, out=out) is True
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("::warning title=xarch::could not write the step summary") and len(lines) == 6
+
+
+def test_every_view_agrees_a_run_with_an_unreproducible_build_failed(passing: dict[str, Any]) -> None:
+    """xrun run exits 1 when a build the matrix asked to be reproducible is not; the merge, the step
+    summary and the HTML page used to call that run passed (each had its own copy of the rule)."""
+    from xarch import merge, model
+
+    rep = copy.deepcopy(passing)
+    rep["builds"][0]["reproducible"] = False
+    assert model.passed(passing) and not model.passed(rep)
+    assert merge.report_passed(rep) is False
+    assert "❌ failed" in ci.step_summary_markdown(rep)
+    page = html.to_html(rep)
+    assert html.to_html(passing) != page and "passed" not in page.split("<h1", 1)[1].split("</h1>", 1)[0]
+    merged = merge.merge_reports([rep], names=["a.json"])
+    assert merged["summary"]["builds_failed"] == 1 and not merge.report_passed(merged)
+
+
+def test_a_not_runnable_cell_is_not_counted_ok_by_the_console(tmp_path: Path) -> None:
+    """The console's totals are the report's: a not-runnable cell (a darwin build: only the build is
+    checked) is not 'ok' (the console counted it so; the JSON did not)."""
+    from rich.console import Console
+
+    from xarch import console as ui
+    from xarch import matrix
+    from xarch.classify import Verdict
+    from xarch.pipeline import CellResult, RunResult
+
+    (tmp_path / "m.yaml").write_text("name: a\ntargets: [darwin/arm64]\n")
+    plan = matrix.load(tmp_path / "m.yaml")
+    res = RunResult(plan, "local")
+    res.cells += [CellResult(c, Verdict("not-runnable", "darwin: only the build is checked", None), None)
+                  for c in plan.cells]
+    assert all(c.passed for c in res.cells)
+    out = io.StringIO()
+    ui.render(Console(file=out, width=200), res)
+    assert "1 cells: 0 ok, 0 xfail, 0 failed, 1 not run" in out.getvalue(), out.getvalue()
+    assert res.summary()["ok"] == 0 and res.summary()["not_runnable"] == 1

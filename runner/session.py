@@ -1,0 +1,80 @@
+"""One run's state for both front ends: the plan, memoised builds, the preflight, one engine.
+
+`xrun run` and `pytest --xarch` must agree on everything a user can see: which cells a selection
+keeps, what is checked before anything runs, and the verdict of a cell whose build failed. They
+share this object, so those rules exist once (the pytest plugin only maps it onto pytest items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import matrix as matrix_mod
+from . import proc
+from .build import BuildResult, output_excludes, run_build, tree_digest
+from .classify import Verdict
+from .doctor import preflight
+from .engines import Engine, Evidence, make_engine
+from .pipeline import RootfsProvider, run_built, unbuilt_verdict
+from .plan import Cell, Plan, RunSpec
+
+
+class Session:
+    """Load and select once; build each target once (on demand); start the engine on first use."""
+
+    def __init__(self, matrix_path: Path, only: Sequence[str] = (), engine: str = "local") -> None:
+        self.matrix_path = matrix_path
+        self.engine_name = engine
+        self._only = tuple(only)
+        self._plan: Plan | None = None
+        self._builds: dict[str, BuildResult] = {}
+        self._digest: str | None = None
+        self._engine: Engine | None = None
+        self._roots: RootfsProvider | None = None
+
+    def plan(self) -> Plan:
+        """The selected plan (ConfigError, exit 2, for a bad matrix or selector)."""
+        if self._plan is None:
+            plan = matrix_mod.load(self.matrix_path)
+            self._plan = matrix_mod.select(plan, [matrix_mod.parse_only(s) for s in self._only])
+        return self._plan
+
+    def build(self, cell: Cell) -> BuildResult:
+        spec = cell.target.spec
+        if spec not in self._builds:
+            plan = self.plan()
+            if self._digest is None:
+                self._digest = tree_digest(plan.project, output_excludes(plan.builds))
+            job = next(b for b in plan.builds if b.target.spec == spec)
+            self._builds[spec] = run_build(job, self._digest)
+        return self._builds[spec]
+
+    def engine(self) -> tuple[Engine, RootfsProvider]:
+        """The engine and its image roots, started on first use after the same preflight as `xrun run`."""
+        if self._engine is None:
+            plan = self.plan()
+            preflight(plan, self.engine_name)       # exit 3 naming what is missing, before any cell
+            proc.reset()
+            eng = make_engine(self.engine_name).__enter__()
+            try:
+                eng.preflight(plan.cells)
+            except BaseException:
+                eng.__exit__(None, None, None)
+                raise
+            self._engine = eng
+            self._roots = RootfsProvider(eng.empty_root)
+        assert self._roots is not None
+        return self._engine, self._roots
+
+    def run_cell(self, cell: Cell, run: RunSpec) -> tuple[Verdict, Evidence | None]:
+        """Build (once) and run one cell; a failed build makes it `not-runnable`, as in `xrun run`."""
+        b = self.build(cell)
+        if not b.runnable or b.artifact is None:
+            return unbuilt_verdict(cell, b), None
+        return run_built(cell, b.artifact, self.engine, run)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.__exit__(None, None, None)
+            self._engine = None
