@@ -27,7 +27,6 @@ Two modes, with the same verdicts (tests/e2e/test_docker_engine.py runs every on
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import hashlib
@@ -334,7 +333,6 @@ class _Slot:
     writable: tuple[str, ...]
     init_pid: int = 0
     cells: int = 0
-    mtimes: tuple[str, ...] = ()
 
 
 # -- the engine ----------------------------------------------------------------------------------
@@ -795,7 +793,6 @@ class DockerEngine:
             retries.call(c.start)
             c.reload()
             slot.init_pid = int(c.attrs.get("State", {}).get("Pid") or 0)
-            slot.mtimes = self._mtimes(slot, retries)
         except BaseException:
             self._discard(slot)
             raise
@@ -916,22 +913,24 @@ class DockerEngine:
                 self._kill_all(slot, retries)
                 if self._leftovers(slot):
                     return False
-            # a write into /tmp or /dev/shm changes its mtime (the tmpfs starts empty): then no reuse
-            return self._mtimes(slot, retries) == slot.mtimes
+            # the tmpfs /tmp and /dev/shm start empty: anything left there means no reuse
+            return self._writable_empty(slot, retries)
         except Exception:
             return False
 
-    def _mtimes(self, slot: _Slot, retries: _Retries) -> tuple[str, ...]:
-        """The modification times of the slot's writable directories (HEAD of the archive endpoint)."""
-        api = self._client.api
-        out = []
+    def _writable_empty(self, slot: _Slot, retries: _Retries) -> bool:
+        """Whether the slot's tmpfs /tmp and /dev/shm are still empty, seen through the container
+        init's /proc/PID/root (docker's archive endpoint does not see tmpfs mounts). Where this host
+        may not look (a non-root user of a root daemon), the slot is never reused."""
+        if not slot.init_pid:
+            return False
         for path in slot.writable:
-            r = retries.call(api.head, api._url("/containers/{0}/archive", slot.container.id),
-                             params={"path": path})
-            r.raise_for_status()
-            stat = json.loads(base64.b64decode(r.headers.get("X-Docker-Container-Path-Stat", "") or b"e30="))
-            out.append(str(stat.get("mtime")))
-        return tuple(out)
+            try:
+                if os.listdir(f"/proc/{slot.init_pid}/root{path}"):
+                    return False
+            except OSError:
+                return False
+        return True
 
 
 def _stage(artifact: Path, cell_dir: Path) -> None:

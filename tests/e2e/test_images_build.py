@@ -163,17 +163,31 @@ def test_damaged_entry_is_rebuilt_never_used(store: ImageStore) -> None:
     assert (again / "bin/busybox").is_file()
     assert len(_builds(store.cache_dir)) == before + 1
 
-    # same size, other content: only a full verification notices
+    # same size, other content: the changed mtime makes the quick check hash it (issue 11: the
+    # size-only check served a poisoned /etc/passwd)
     passwd = again / "etc/passwd"
+    st = passwd.stat()
     data = bytearray(passwd.read_bytes())
     data[0] ^= 1
     passwd.chmod(0o644)
     passwd.write_bytes(bytes(data))
+    assert store.path("alpine", "arm64") is None
+    fixed = store.ensure("alpine", "arm64")
+    assert (fixed / "etc/passwd").read_text().startswith("root:")
+    assert len(_builds(store.cache_dir)) == before + 2
+
+    # the same change with its mtime put back: only a full verification notices
+    passwd = fixed / "etc/passwd"
+    st = passwd.stat()
+    passwd.chmod(0o644)
+    passwd.write_bytes(bytes(data))
+    os.utime(passwd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    passwd.chmod(st.st_mode & 0o7777)
     assert store.path("alpine", "arm64") is not None
     assert store.path("alpine", "arm64", verify="full") is None
     fixed = store.ensure("alpine", "arm64", verify="full")
     assert (fixed / "etc/passwd").read_text().startswith("root:")
-    assert len(_builds(store.cache_dir)) == before + 2
+    assert len(_builds(store.cache_dir)) == before + 3
 
 
 def test_riscv64_comes_from_a_suite_that_has_it_or_says_why(store: ImageStore) -> None:
