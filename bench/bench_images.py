@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from xarch.images import ImageStore  # noqa: E402
+from xarch.rootfs.store import ImageStore  # noqa: E402
 
 
 def main() -> int:

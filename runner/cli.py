@@ -192,15 +192,15 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
 
 def _debian_arch(a: str) -> str:
     """Accept a Debian arch (armel) or a GOARCH[/variant] (arm/v6) and return the Debian arch."""
-    from . import images, platforms
+    from . import platforms, rootfs
 
-    if a in images.DEBIAN_ARCHES:
+    if a in rootfs.DEBIAN_ARCHES:
         return a
     goarch, _, variant = a.partition("/")
     facts = platforms.ARCHES.get(goarch)
     deb = facts.debian_arch(variant or None) if facts else None
     if deb is None:
-        raise ConfigError(f"unknown arch '{a}'; use a Debian arch ({', '.join(images.DEBIAN_ARCHES)}) or "
+        raise ConfigError(f"unknown arch '{a}'; use a Debian arch ({', '.join(rootfs.DEBIAN_ARCHES)}) or "
                           "GOARCH[/variant]", file="command line", key="--arch")
     return deb
 
@@ -217,13 +217,13 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
     from rich.table import Table
 
-    from . import images
+    from . import rootfs
 
-    store = images.ImageStore()
-    defs = images.load_definitions()
+    store = rootfs.ImageStore()
+    defs = rootfs.load_definitions()
     sub = ns.images_cmd or "list"
     if sub == "list":
-        cached: dict[str, list[images.CachedImage]] = {}
+        cached: dict[str, list[rootfs.CachedImage]] = {}
         for c in store.list():
             cached.setdefault(c.name, []).append(c)
         t = Table(show_edge=False)
@@ -242,7 +242,7 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
         if ns.name not in defs:
             raise ConfigError(f"unknown image '{ns.name}'; known: {', '.join(sorted(defs))}",
                               file="command line", key="images build")
-        arches = [_debian_arch(a) for a in ns.arch] or list(images.DEBIAN_ARCHES)
+        arches = [_debian_arch(a) for a in ns.arch] or list(rootfs.DEBIAN_ARCHES)
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console,
                       transient=True) as bar:
             for deb in arches:

@@ -454,7 +454,7 @@ def _check_tool(h: _Host, label: str, names: Sequence[str], fix: str, needed: bo
 
 
 def _check_images() -> Check:
-    from .images import ImageStore
+    from .rootfs import ImageStore
 
     store = ImageStore()
     try:

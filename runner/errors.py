@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class XarchError(Exception):
     """Base class: an error xrun reports as one message, without a traceback."""
@@ -35,7 +37,45 @@ class InfraError(XarchError):
     def __init__(self, what: str, fix: str) -> None:
         self.what = what
         self.fix = fix
-        super().__init__(f"{what}\n  fix: {fix}")
+        # Without a fix the message stands alone (it already says what to do, or a caller adds the fix).
+        super().__init__(f"{what}\n  fix: {fix}" if fix else what)
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+class RecipeError(ConfigError):
+    """An invalid image definition (images/*.yaml), located by file, line and key (exit 2)."""
+
+    def __init__(self, path: Path, line: int | None, key: str, message: str) -> None:
+        super().__init__(message, file=_display_path(path), line=line, key=key)
+        self.path = path
+        self.message = message
+
+
+class UnknownImage(ConfigError, LookupError):
+    """No such image definition or unsupported Debian arch name (exit 2)."""
+
+
+class ImageUnavailable(InfraError):
+    """An image cannot be had for that arch: offline, arch or package missing (exit 3).
+
+    The message says what to do; `fix` is left to a caller that knows the command to suggest.
+    """
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what, fix)
+
+
+class BuildError(InfraError):
+    """Building an image failed: unpacking, a missing expected path... (exit 3)."""
+
+    def __init__(self, what: str, fix: str = "") -> None:
+        super().__init__(what, fix)
 
 
 class Interrupted(XarchError):

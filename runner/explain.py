@@ -21,11 +21,12 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection
 from elftools.elf.segments import NoteSegment
 
-from . import images as images_mod
 from . import platforms
 from .artifact import ArtifactFacts, inspect, loader_present
-from .errors import ConfigError, XarchError
+from .errors import ConfigError, UnknownImage, XarchError
 from .output.text import plain
+from .rootfs import ImageDef, ImageStore, load_definitions
+from .rootfs.apt_sources import host_apt_sources, host_suite
 
 __all__ = ["DEFAULT_IMAGES", "DEFAULT_PROFILES", "explain", "main_explain", "render_text"]
 
@@ -264,26 +265,26 @@ def _facts_section(b: _Binary) -> dict[str, Any]:
 def _host_suite() -> str | None:
     """The Debian suite xrun would rebuild images from (read from apt's config, nothing fetched)."""
     try:
-        return images_mod.host_suite(images_mod.host_apt_sources())
+        return host_suite(host_apt_sources())
     except (OSError, ValueError):
         return None
 
 
-def _image_view(defn: images_mod.ImageDef, deb: str | None, store: images_mod.ImageStore | None,
+def _image_view(defn: ImageDef, deb: str | None, store: ImageStore | None,
                 suite: str | None) -> _ImageView | None:
     """The image as built in the cache, else as its definition describes it; None if xrun cannot build it."""
     pkgs = {alt.strip() for spec in defn.packages for alt in spec.split("|")}
     if not pkgs:
         return _ImageView(defn.name, "definition")
-    if deb is None or deb not in images_mod.ARCH_INFO:
+    if deb is None or deb not in platforms.DEBIAN_ARCHES:
         return None
-    info = images_mod.ARCH_INFO[deb]
+    info = platforms.DEBIAN_ARCHES[deb]
     glibc_ld, musl_ld = info.glibc_loader, f"/lib/ld-musl-{info.musl_arch}.so.1"
     root = None
     if store is not None:
         try:
             root = store.path(defn.name, deb)
-        except images_mod.ImageError:
+        except UnknownImage:
             root = None
     if root is not None:
         loaders = {p: libc for p, libc in ((glibc_ld, "glibc"), (musl_ld, "musl")) if loader_present(root, p)}
@@ -448,7 +449,7 @@ def _tcg_gap(a: platforms.Arch, model: str, level: str | None, profile: str) -> 
 
 
 def explain(path: Path, images: Sequence[str] = DEFAULT_IMAGES, profiles: Sequence[str] = DEFAULT_PROFILES,
-            *, store: images_mod.ImageStore | None = None) -> dict[str, Any]:
+            *, store: ImageStore | None = None) -> dict[str, Any]:
     """Facts about the file at path and a predicted verdict per image and per profile (JSON-serialisable).
 
     ConfigError for a missing or unreadable file, an unknown image or profile. `store` is only read
@@ -464,7 +465,7 @@ def explain(path: Path, images: Sequence[str] = DEFAULT_IMAGES, profiles: Sequen
         raise ConfigError("is a directory, not a binary", file=str(p)) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}", file=str(p)) from None
-    defs = images_mod.load_definitions(store.definitions_dir if store else None)
+    defs = load_definitions(store.definitions_dir if store else None)
     for img in images:
         if img not in defs:
             raise ConfigError(f"unknown image '{img}'; known: {', '.join(sorted(defs))}",
@@ -480,7 +481,7 @@ def explain(path: Path, images: Sequence[str] = DEFAULT_IMAGES, profiles: Sequen
     out["images"], out["profiles"] = [], []
     if b.blocked is None and b.arch is not None:
         deb = b.arch.debian_arch(b.level)
-        st = store if store is not None else images_mod.ImageStore()
+        st = store if store is not None else ImageStore()
         suite = _host_suite()
         views = {n: _image_view(d, deb, None, suite) for n, d in defs.items()}
         providers = [n for n, v in views.items() if v and facts.interp and facts.interp in v.loaders]

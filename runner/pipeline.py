@@ -15,7 +15,7 @@ from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import Verdict, classify
 from .engines import Engine, Evidence
-from .errors import InfraError
+from .errors import InfraError, RecipeError, UnknownImage
 from .plan import Cell, Plan, RunSpec
 
 
@@ -120,14 +120,14 @@ class RootfsProvider:
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:
+                fix = f"run `xrun images build {cell.image} --arch {deb}` where a Debian mirror is reachable"
                 try:
-                    from .images import ImageStore
+                    from .rootfs import ImageStore
                     hit = ImageStore().ensure(cell.image, deb)
-                except InfraError as e:
-                    hit = e
-                except Exception as e:  # ImageUnavailable and friends carry their own message
-                    hit = InfraError(str(e), f"run `xrun images build {cell.image} --arch {deb}` where a "
-                                             "Debian mirror is reachable")
+                except InfraError as e:  # ImageUnavailable and BuildError say why; the fix names this cell
+                    hit = e if e.fix else InfraError(e.what, fix)
+                except (RecipeError, UnknownImage, OSError) as e:  # costs the cells of that image, not the run
+                    hit = InfraError(str(e), fix)
                 self._cache[key] = hit
         if isinstance(hit, InfraError):
             raise hit

@@ -65,7 +65,7 @@ def unfinished(res: RunResult) -> list[str]:
 
 def images_json(names: list[str]) -> dict[str, Any]:
     """Per image used: whether it is the exact image or a rebuilt equivalent, and what differs."""
-    from .images import load_definitions
+    from .rootfs import load_definitions
 
     try:
         defs = load_definitions()

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import FIXTURES
 from xarch.explain import explain, main_explain, render_text
-from xarch.images import ImageStore
+from xarch.rootfs.store import ImageStore
 
 pytestmark = pytest.mark.e2e
 

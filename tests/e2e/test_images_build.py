@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from xarch.images import ARCH_INFO, ImageStore, ImageUnavailable, host_apt_sources, host_suite
+from xarch.errors import ImageUnavailable
+from xarch.platforms import DEBIAN_ARCHES as ARCH_INFO
+from xarch.rootfs.apt_sources import host_apt_sources, host_suite
+from xarch.rootfs.store import ImageStore
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +134,7 @@ def test_two_processes_build_once(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     counter = tmp_path / "calls"
     env = _shim(tmp_path / "bin", counter)
-    code = ("import sys; from pathlib import Path; from xarch.images import ImageStore; "
+    code = ("import sys; from pathlib import Path; from xarch.rootfs.store import ImageStore; "
             "print(ImageStore(Path(sys.argv[1])).ensure('alpine', 'arm64'))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]

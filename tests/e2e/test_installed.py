@@ -45,7 +45,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_wheel_ships_the_image_definitions(installed: Path, tmp_path: Path) -> None:
     py = installed / "bin" / "python"
-    r = subprocess.run([str(py), "-c", "import xarch, xarch.images as i; print(xarch.__file__); "
+    r = subprocess.run([str(py), "-c", "import xarch, xarch.rootfs as i; print(xarch.__file__); "
                         "print(sorted(i.load_definitions()))"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=120, env={**os.environ, "PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr

@@ -303,7 +303,7 @@ POISON = b"root::0:0:root:/root:/bin/sh\n#######"[:len(ORIGINAL)]
 
 
 def _demo_store(tmp_path: Path):
-    from xarch.images import ImageStore
+    from xarch.rootfs.store import ImageStore
 
     defs = tmp_path / "images"
     defs.mkdir()
@@ -394,7 +394,7 @@ def test_a_modified_or_writable_emulator_is_never_run(tmp_path, monkeypatch):
 
 def test_every_cache_honours_xarch_cache_dir(tmp_path, monkeypatch):
     from xarch import paths
-    from xarch.images import ImageStore
+    from xarch.rootfs.store import ImageStore
 
     monkeypatch.setenv("XARCH_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

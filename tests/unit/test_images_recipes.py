@@ -8,22 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from xarch.images import (
-    ARCH_INFO,
-    DEBIAN_ARCHES,
+from xarch.errors import RecipeError, UnknownImage
+from xarch.platforms import DEBIAN_ARCHES as ARCH_INFO
+from xarch.rootfs.apt_sources import (
     AptSource,
-    ImageDef,
-    ImageStore,
-    RecipeError,
-    UnknownImage,
-    _merge_tree,
-    _resolve_in_root,
     host_suite,
-    load_definitions,
     parse_deb822_sources,
     parse_one_line_sources,
     sources_for_suite,
 )
+from xarch.rootfs.assemble import _merge_tree, _resolve_in_root
+from xarch.rootfs.definitions import ImageDef, load_definitions
+from xarch.rootfs.store import DEBIAN_ARCHES, ImageStore
 
 SHIPPED = {"scratch", "alpine", "distroless-static", "distroless-base", "distroless-cc"}
 

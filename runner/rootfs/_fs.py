@@ -1,0 +1,52 @@
+"""File helpers the image modules share: atomic writes, hashing, removing what a build left."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: Path | str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+    return total
+
+
+def _rmtree(path: Path) -> int:
+    """Remove path (making read-only dirs writable first); return bytes freed."""
+    if not os.path.lexists(path):
+        return 0
+    size = _tree_size(path)
+    if path.is_dir() and not path.is_symlink():
+        # Unpacked packages may contain read-only directories (non-root can't empty them).
+        os.chmod(path, 0o755)
+        for dirpath, dirnames, _names in os.walk(path):
+            for d in dirnames:
+                full = os.path.join(dirpath, d)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o755)
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    return size
