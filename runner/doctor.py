@@ -31,7 +31,7 @@ from types import MappingProxyType
 from rich.console import Console
 from rich.table import Table
 
-from . import build, platforms, proc
+from . import platforms, proc, toolchain
 from .engines import emulator, limits
 from .engines.local import BWRAP_FIX
 from .errors import ConfigError, InfraError
@@ -418,8 +418,8 @@ def _check_docker(h: _Host, needed: bool) -> Check:
 
 def _check_go(needed: bool) -> Check:
     try:
-        d = build.go_bin_dir()
-        v = build.go_version()
+        d = toolchain.go_bin_dir()
+        v = toolchain.go_version()
     except InfraError as e:
         return Check("go", False, e.what, e.fix, needed)
     return Check("go", True, f"{v} ({d})", None, needed)

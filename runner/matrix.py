@@ -19,14 +19,26 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
 from .errors import ConfigError
-from .plan import BuildJob, Cell, Expect, Limits, Plan, Profile, RunSpec, Target, builtin_profile, size_text
+from .plan import (
+    REPRO_OUTPUT,
+    BuildJob,
+    Cell,
+    Expect,
+    Limits,
+    Plan,
+    Profile,
+    RunSpec,
+    Target,
+    builtin_profile,
+    size_text,
+)
+from .toolchain import zig_cpu_flags, zig_triple
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
 CELL_VERDICTS = ("ok", "exit-status", "wrong-output", "exec-format-error", "missing-loader",
                  "missing-library", "unsupported-cpu", "emulation-unsupported", "crashed", "timeout",
                  "not-runnable", "infra-error")
-REPRO_OUTPUT = "@XARCH_REPRO_OUTPUT@"   # replaced by a path in the project's copy
 IMAGES_DIR = paths.images_dir()
 
 _TOP_KEYS = ("name", "project", "package", "build", "targets", "images", "profiles", "run",
@@ -217,8 +229,6 @@ def build_env(t: Target, base: Mapping[str, str]) -> dict[str, str]:
     if facts.level_var and t.variant:
         env[facts.level_var] = facts.env_value(t.variant)
     if t.cc == "zig":
-        from .diagnose import zig_cpu_flags, zig_triple
-
         zig = f"{shlex.quote(sys.executable)} -m ziglang"
         triple = zig_triple(t.arch, t.variant, t.libc)
         flags = zig_cpu_flags(t.arch, t.variant)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from . import platforms
 
+REPRO_OUTPUT = "@XARCH_REPRO_OUTPUT@"   # a build command's output for the reproducibility rebuild
+
 
 @dataclass(frozen=True)
 class Target:

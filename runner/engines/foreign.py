@@ -37,9 +37,9 @@ from typing import Any
 
 from .. import paths, platforms, proc
 from ..artifact import ArtifactFacts, inspect
-from ..build import go_bin_dir
 from ..errors import InfraError
 from ..plan import Cell, Limits, RunSpec
+from ..toolchain import go_bin_dir
 from . import Evidence, sandbox
 from .limits import LimitOutcome, cell_limits
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from xarch import proc
-from xarch.build import go_version
 from xarch.classify import Verdict, classify
 from xarch.engines import Evidence, foreign
 from xarch.plan import Cell, Expect, Profile, RunSpec, Target
+from xarch.toolchain import go_version
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from xarch import build, doctor, matrix, platforms
+from xarch import doctor, matrix, platforms, toolchain
 from xarch.doctor import Check, required_for_plan, run_checks
 from xarch.errors import ConfigError, InfraError
 from xarch.plan import Plan
@@ -71,8 +71,8 @@ def binfmt(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No real Go, zig, sysctl, binfmt or image cache; an amd64 host whatever runs the tests."""
-    monkeypatch.setattr(build, "go_bin_dir", lambda: "/opt/go/bin")
-    monkeypatch.setattr(build, "go_version", lambda: "go1.27.3")
+    monkeypatch.setattr(toolchain, "go_bin_dir", lambda: "/opt/go/bin")
+    monkeypatch.setattr(toolchain, "go_version", lambda: "go1.27.3")
     monkeypatch.setattr(doctor, "ZIG_ARGV", ("/nonexistent/zig-version",))
     monkeypatch.setattr(doctor, "PROC_SYS", tmp_path / "proc-sys")
     monkeypatch.setattr(doctor, "BINFMT_D", tmp_path / "binfmt.d")
@@ -324,10 +324,10 @@ def test_go(fakebin: Bin, monkeypatch: pytest.MonkeyPatch) -> None:
     assert c.ok and c.needed and c.detail == "go1.27.3 (/opt/go/bin)"
 
     def no_go() -> str:
-        raise InfraError("no Go toolchain found", build.GO_FIX)
-    monkeypatch.setattr(build, "go_bin_dir", no_go)
+        raise InfraError("no Go toolchain found", toolchain.GO_FIX)
+    monkeypatch.setattr(toolchain, "go_bin_dir", no_go)
     c = one("go", arches=[], path=fakebin.path)
-    assert not c.ok and c.needed and c.detail == "no Go toolchain found" and c.fix == build.GO_FIX
+    assert not c.ok and c.needed and c.detail == "no Go toolchain found" and c.fix == toolchain.GO_FIX
 
 
 def test_zig(fakebin: Bin, monkeypatch: pytest.MonkeyPatch) -> None:

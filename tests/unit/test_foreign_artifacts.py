@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from xarch.artifact import check_against_target, inspect
-from xarch.build import go_version
 from xarch.engines import Evidence
 from xarch.engines.foreign import (
     REFUSED,
@@ -36,6 +35,7 @@ from xarch.engines.foreign import (
     wasm_imports,
 )
 from xarch.plan import Cell, Profile, Target
+from xarch.toolchain import go_version
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "foreign"
 TARGETS = ("windows/amd64", "windows/386", "windows/arm64", "darwin/amd64", "darwin/arm64", "js/wasm",
