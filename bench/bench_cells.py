@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from xarch import matrix, platforms, proc  # noqa: E402
 from xarch.classify import classify  # noqa: E402
-from xarch.engines.local import LocalEngine, qemu_binary  # noqa: E402
+from xarch.engines.emulator import qemu_binary  # noqa: E402
+from xarch.engines.local import LocalEngine  # noqa: E402
 from xarch.pipeline import RootfsProvider, build_all, run_cells  # noqa: E402
 
 TARGETS = ["linux/amd64", "linux/amd64/v2", "linux/amd64/v3", "linux/386", "linux/arm/v5", "linux/arm/v6",

@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 from xarch import matrix, platforms, proc  # noqa: E402
 from xarch.classify import classify  # noqa: E402
 from xarch.engines.docker import DockerEngine, oci_platform  # noqa: E402
-from xarch.engines.local import LocalEngine, qemu_binary  # noqa: E402
+from xarch.engines.emulator import qemu_binary  # noqa: E402
+from xarch.engines.local import LocalEngine  # noqa: E402
 from xarch.pipeline import RootfsProvider, build_all, run_cells  # noqa: E402
 
 TARGETS = ["linux/amd64", "linux/386", "linux/arm/v7", "linux/arm64", "linux/ppc64le", "linux/riscv64"]

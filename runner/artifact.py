@@ -13,6 +13,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
 from . import platforms
+from .binfmt import foreign_arch_mismatch
 from .buildinfo import GoBuildInfo, read_build_info
 
 EF_ARM_ABI_FLOAT_SOFT = 0x200
@@ -151,11 +152,9 @@ def check_against_target(facts: ArtifactFacts, goos: str, goarch: str, level: st
         return Mismatch(f"the artifact is {facts.describe()}, but target {goos}/{goarch} needs "
                         f"{ {'elf': 'an ELF', 'pe': 'a PE', 'macho': 'a Mach-O', 'wasm': 'a wasm'}[expected_fmt]} file",
                         fix_env)
-    if facts.format in ("pe", "macho", "wasm"):
-        from .engines.foreign import foreign_arch_mismatch  # late: the engines package imports this module
-
-        if (why := foreign_arch_mismatch(facts.path, facts.format, goos, goarch)) is not None:
-            return Mismatch(why, fix_env)
+    if facts.format in ("pe", "macho", "wasm") and (
+            why := foreign_arch_mismatch(facts.path, facts.format, goos, goarch)) is not None:
+        return Mismatch(why, fix_env)
     bi = facts.build
     if facts.format == "elf":
         got = f"{facts.elf_machine} {facts.elf_class}-bit {facts.endian}-endian"

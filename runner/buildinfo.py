@@ -19,6 +19,9 @@ from typing import BinaryIO, NamedTuple
 
 from elftools.elf.elffile import ELFFile
 
+from .binfmt import macho, pe
+from .binfmt.io import BUILDINFO_MAGIC, MAX_VARINT_LEN, uvarint
+
 __all__ = [
     "BUILDINFO_MAGIC",
     "MODINFO_END",
@@ -28,7 +31,6 @@ __all__ = [
     "read_build_info",
 ]
 
-BUILDINFO_MAGIC = b"\xff Go buildinf:"
 # Sentinels cmd/go wraps around the modinfo string (modload.infoStart/infoEnd).
 MODINFO_START = bytes.fromhex("3077af0c9274080241e1c107e6d618e6")
 MODINFO_END = bytes.fromhex("f932433186182072008242104116d8f2")
@@ -39,7 +41,6 @@ _HEADER_SIZE = 32
 # or huge inputs cannot make us allocate or scan without limit.
 _MAX_READ = 64 << 20
 _CHUNK = 1 << 20
-_MAX_VARINT_LEN = 10
 _FLAG_BIG_ENDIAN = 0x1
 _FLAG_INLINE = 0x2
 _PF_W = 0x2
@@ -50,15 +51,6 @@ _SCN_MEM_READ = 0x40000000
 _SCN_MEM_WRITE = 0x80000000
 # Go masks exactly IMAGE_SCN_ALIGN_32BYTES, not the whole alignment field.
 _SCN_ALIGN_32BYTES = 0x00600000
-
-_LC_SEGMENT = 0x1
-_LC_SEGMENT_64 = 0x19
-_MACHO_MAGICS: dict[bytes, tuple[str, bool]] = {
-    b"\xce\xfa\xed\xfe": ("<", False),
-    b"\xcf\xfa\xed\xfe": ("<", True),
-    b"\xfe\xed\xfa\xce": (">", False),
-    b"\xfe\xed\xfa\xcf": (">", True),
-}
 
 
 @dataclass(frozen=True)
@@ -137,10 +129,6 @@ def _enc(s: str) -> bytes:
 
 # --------------------------------------------------------------------------
 # Executable images
-
-
-class _BadFormat(Exception):
-    """A container header that does not follow its format's rules."""
 
 
 class _Region(NamedTuple):
@@ -226,8 +214,8 @@ def _open_image(f: BinaryIO, ident: bytes, file_size: int) -> _Image:
             img = _elf_image(f, file_size)
         elif ident.startswith(b"MZ"):
             img = _pe_image(f, file_size)
-        elif ident[:4] in _MACHO_MAGICS:
-            img = _macho_image(f, file_size, ident[:4])
+        elif ident[:4] in macho.THIN_MAGICS:
+            img = _macho_image(f, file_size)
     except Exception:
         # pyelftools and struct raise assorted error types on malformed input
         # (even OSError, from seeking to absurd offsets); any of them just
@@ -276,74 +264,25 @@ def _elf_image(f: BinaryIO, file_size: int) -> _Image:
     return _Image(f, file_size, regions, ranges)
 
 
-def _read_exact(f: BinaryIO, offset: int, size: int) -> bytes:
-    """Read exactly size bytes at offset or raise _BadFormat."""
-    f.seek(offset)
-    data = f.read(size)
-    if len(data) != size:
-        raise _BadFormat("short read")
-    return data
-
-
 def _pe_image(f: BinaryIO, file_size: int) -> _Image:
     """Image for a PE file; data is the first writable initialized-data section."""
-    (pe_off,) = struct.unpack("<I", _read_exact(f, 0x3C, 4))
-    if pe_off + 24 > file_size or _read_exact(f, pe_off, 4) != b"PE\0\0":
-        raise _BadFormat("no PE signature")
-    _, nsect, _, _, _, opt_size, _ = struct.unpack("<HHIIIHH", _read_exact(f, pe_off + 4, 20))
-    opt = _read_exact(f, pe_off + 24, opt_size)
-    image_base = 0
-    if len(opt) >= 2:
-        (magic,) = struct.unpack_from("<H", opt)
-        if magic == 0x10B and len(opt) >= 32:
-            (image_base,) = struct.unpack_from("<I", opt, 28)
-        elif magic == 0x20B and len(opt) >= 32:
-            (image_base,) = struct.unpack_from("<Q", opt, 24)
-    table = _read_exact(f, pe_off + 24 + opt_size, 40 * nsect)
-    regions: list[_Region] = []
-    ranges: list[tuple[int, int]] = []
+    layout = pe.read_layout(f, file_size)
+    base = layout.image_base
+    regions = [_Region(base + s.va, s.raw_ptr, s.raw_size) for s in layout.sections if s.raw_size]
     wanted = _SCN_CNT_INITIALIZED_DATA | _SCN_MEM_READ | _SCN_MEM_WRITE
-    for i in range(nsect):
-        vsize, va, raw_size, raw_ptr = struct.unpack_from("<IIII", table, 40 * i + 8)
-        (chars,) = struct.unpack_from("<I", table, 40 * i + 36)
-        if raw_size:
-            regions.append(_Region(image_base + va, raw_ptr, raw_size))
-        if not ranges and va and raw_size and chars & ~_SCN_ALIGN_32BYTES == wanted:
-            ranges.append((image_base + va, vsize))
+    ranges = [(base + s.va, s.vsize) for s in layout.sections
+              if s.va and s.raw_size and s.chars & ~_SCN_ALIGN_32BYTES == wanted][:1]
     return _Image(f, file_size, regions, ranges)
 
 
-def _macho_image(f: BinaryIO, file_size: int, magic: bytes) -> _Image:
+def _macho_image(f: BinaryIO, file_size: int) -> _Image:
     """Image for a thin Mach-O file; data is the __go_buildinfo section."""
-    order, is64 = _MACHO_MAGICS[magic]
-    hdr_size = 32 if is64 else 28
-    _, _, _, _, ncmds, cmds_size, _ = struct.unpack(order + "7I", _read_exact(f, 0, 28))
-    if cmds_size > min(_MAX_READ, file_size - hdr_size):
-        raise _BadFormat("load commands too large")
-    cmds = _read_exact(f, hdr_size, cmds_size)
-    seg_fmt, sect_fmt = (
-        (order + "16s4Q2i2I", order + "16s16s2Q8I") if is64 else (order + "16s4I2i2I", order + "16s16s9I")
-    )
-    seg_len, sect_len = struct.calcsize(seg_fmt), struct.calcsize(sect_fmt)
-    regions: list[_Region] = []
-    ranges: list[tuple[int, int]] = []
-    pos = 0
-    for _ in range(ncmds):
-        cmd, cmd_size = struct.unpack_from(order + "2I", cmds, pos)
-        if cmd_size < 8 or pos + cmd_size > len(cmds):
-            raise _BadFormat("bad load command size")
-        if cmd == (_LC_SEGMENT_64 if is64 else _LC_SEGMENT):
-            name, vmaddr, _, fileoff, filesize, _, _, nsects, _ = struct.unpack_from(seg_fmt, cmds, pos + 8)
-            if 8 + seg_len + nsects * sect_len > cmd_size:
-                raise _BadFormat("segment sections overflow command")
-            # Go never resolves addresses into __PAGEZERO.
-            if name.rstrip(b"\0") != b"__PAGEZERO" and filesize:
-                regions.append(_Region(vmaddr, fileoff, filesize))
-            for i in range(nsects):
-                sect = struct.unpack_from(sect_fmt, cmds, pos + 8 + seg_len + i * sect_len)
-                if not ranges and sect[0].rstrip(b"\0") == b"__go_buildinfo":
-                    ranges.append((sect[2], sect[3]))
-        pos += cmd_size
+    segs = macho.segments(f, file_size, _MAX_READ)
+    # Go never resolves addresses into __PAGEZERO.
+    regions = [_Region(s.vmaddr, s.fileoff, s.filesize) for s in segs
+               if s.name.rstrip(b"\0") != b"__PAGEZERO" and s.filesize]
+    ranges = [(sect.addr, sect.size) for s in segs for sect in s.sections
+              if sect.name.rstrip(b"\0") == b"__go_buildinfo"][:1]
     return _Image(f, file_size, regions, ranges)
 
 
@@ -370,26 +309,13 @@ def _search_magic(img: _Image, start: int, size: int) -> int | None:
     return None
 
 
-def _uvarint(b: bytes) -> tuple[int, int]:
-    """Decode like encoding/binary.Uvarint: (value, n) with n <= 0 on error."""
-    x = 0
-    s = 0
-    for i, c in enumerate(b):
-        if i == _MAX_VARINT_LEN:
-            return 0, -(i + 1)
-        if c < 0x80:
-            if i == _MAX_VARINT_LEN - 1 and c > 1:
-                return 0, -(i + 1)
-            return x | c << s, i + 1
-        x |= (c & 0x7F) << s
-        s += 7
-    return 0, 0
-
-
 def _decode_string(img: _Image, addr: int) -> tuple[bytes, int] | None:
     """Read a uvarint-length-prefixed string; return it and the next address."""
-    length, n = _uvarint(img.read(addr, _MAX_VARINT_LEN))
-    if n <= 0 or length > _MAX_READ:
+    try:
+        length, n = uvarint(img.read(addr, MAX_VARINT_LEN))
+    except ValueError:
+        return None
+    if length > _MAX_READ:
         return None
     addr += n
     data = img.read(addr, length)

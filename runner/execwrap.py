@@ -20,8 +20,9 @@ from . import platforms, proc
 from .artifact import inspect
 from .classify import classify
 from .engines import Evidence
+from .engines.launch import split_status
 from .engines.limits import cell_limits
-from .engines.local import LocalEngine, split_status
+from .engines.local import LocalEngine
 from .errors import ConfigError, InfraError
 from .matrix import known_images
 from .output.text import plain

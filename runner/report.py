@@ -10,6 +10,7 @@ from typing import Any
 
 from . import __version__
 from .build import BuildResult
+from .engines import Evidence
 from .pipeline import CellResult, RunResult
 
 STREAM_TAIL = 8 * 1024
@@ -49,8 +50,17 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          "loader_missing": ev.loader_missing, "tcg_missing": list(ev.tcg_missing),
                          "notes": list(ev.notes), "timed_out": ev.timed_out,
                          "limits": ev.limits.as_json() if ev.limits else None,
-                         "output_limited": ev.output_limited, "hardening": list(ev.hardening), **dict(ev.extra),
+                         "output_limited": ev.output_limited, "hardening": list(ev.hardening),
+                         **_foreign_json(ev), **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
+
+
+def _foreign_json(ev: Evidence) -> dict[str, str]:
+    """What the foreign runners recorded, under the keys the report has always used."""
+    keys = (("refused", ev.refusal), ("runner", ev.foreign_runner), ("pe_machine", ev.pe_machine),
+            ("node", ev.node_version), ("wasm_go", ev.wasm_go), ("wasm_exec_go", ev.wasm_exec_go),
+            ("wasm_exec", ev.wasm_exec))
+    return {k: v for k, v in keys if v is not None}
 
 
 def summary(res: RunResult) -> dict[str, Any]:

@@ -37,6 +37,14 @@ class Evidence:
     limits: LimitOutcome | None = None      # what bounded the cell, and whether a limit struck
     output_limited: bool = False            # stdout+stderr passed run.limits.output: xrun stopped it
     hardening: tuple[str, ...] = ()         # what the sandbox withheld (and any hardening that was missing)
+    # recorded by the foreign runners (wine, node) only; classify.foreign reads them
+    refusal: str | None = None              # why the runner was not started: the file is not for it
+    foreign_runner: str | None = None       # "wine" or "node"
+    pe_machine: str | None = None           # wine: the PE machine ("?" when unknown)
+    node_version: str | None = None         # node: `node --version`
+    wasm_go: str | None = None              # js/wasm: the Go that built the .wasm ("unknown")
+    wasm_exec_go: str | None = None         # js/wasm: the Go whose wasm_exec.js ran it ("unknown")
+    wasm_exec: str | None = None            # js/wasm: the path of that wasm_exec.js
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def trimmed(self, keep: int = TAIL_BYTES) -> Evidence:

@@ -14,60 +14,29 @@ cannot emulate a weaker CPU of the host's own arch, so the CPU model would not h
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .. import paths, platforms, proc
-from ..artifact import inspect, loader_present
+from .. import paths, proc
 from ..errors import InfraError
 from ..plan import Cell, Limits, RunSpec
-from . import Evidence, emulator, limits, sandbox
-from .emulator import QEMU_FIX, qemu_binary
+from . import Evidence, limits, sandbox
+from .emulator import qemu_binary
 from .foreign import missing_runner, run_foreign
+from .launch import (
+    APP_IN_ROOT,
+    INJECTED_ETC,
+    QEMU_IN_ROOT,
+    Prepared,
+    plan_launch,
+    split_status,
+    tcg_missing_features,
+    write_etc,
+)
 from .limits import cell_limits
 
-QEMU_IN_ROOT = "/.xarch/qemu"
-APP_IN_ROOT = "/app"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOSTNAME = sandbox.HOSTNAME
-INJECTED_ETC = ("hosts", "resolv.conf", "hostname")
-
 BWRAP_FIX = sandbox.BWRAP_FIX
-
-
-_probe_lock = threading.Lock()
-_probe_cache: dict[tuple[str, str], tuple[str, ...]] = {}
-
-
-def tcg_missing_features(goarch: str, model: str) -> tuple[str, ...]:
-    """CPU features an x86 model asks for that qemu's TCG cannot provide (empty elsewhere).
-
-    qemu prints "TCG doesn't support requested feature: CPUID.07H:EBX.avx512f [bit 16]" when the
-    model is instantiated without check=off. qemu-x86_64-static is itself a static x86-64 ELF, so
-    it serves as the guest for the probe; the TCG feature set is shared by qemu-i386.
-    """
-    if not platforms.arch(goarch).cpu_check_off or not model:
-        return ()
-    key = (goarch, model)
-    with _probe_lock:
-        if key in _probe_cache:
-            return _probe_cache[key]
-    q = emulator.verify(proc.which("qemu-x86_64-static", QEMU_FIX))
-    r = proc.run([q, "-cpu", model.split(",check=")[0], q, "--version"], timeout=30)
-    feats = []
-    for line in r.stderr.splitlines():
-        if "doesn't support requested feature" in line:
-            feats.append(line.split("feature:", 1)[-1].strip())
-    result = tuple(dict.fromkeys(feats))
-    with _probe_lock:
-        _probe_cache[key] = result
-    return result
 
 
 class LocalEngine:
@@ -82,13 +51,7 @@ class LocalEngine:
         proc.disable_core_dumps()
         paths.remove_stale_tmpdirs()
         self._tmp = paths.run_tmpdir("local")
-        etc = self._tmp / "etc"
-        etc.mkdir()
-        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                                   f"127.0.1.1\t{HOSTNAME}\n")
-        (etc / "resolv.conf").write_text("# xarch cells have no network\n")
-        (etc / "hostname").write_text(HOSTNAME + "\n")
-        (self._tmp / "empty").mkdir()
+        write_etc(self._tmp)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -199,82 +162,3 @@ class LocalEngine:
                              duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
                              tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
                              output_limited=r.output_limited, hardening=prep.hardening)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What any engine starts for a cell: the command inside the root, its env, and the evidence maker."""
-
-    evidence: Callable[..., Evidence]
-    emulator: str | None            # the host's qemu-<arch>-static, to mount at QEMU_IN_ROOT
-    env: dict[str, str]
-    notes: tuple[str, ...]
-    command: list[str]              # argv inside the root: [QEMU_IN_ROOT, -cpu, MODEL, /app, ...] or [/app, ...]
-    emu: str                        # "qemu-arm-static -cpu arm1176" or "native"
-
-
-def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence | Launch:
-    """The static checks every engine makes before starting a cell (in this order), then its launch.
-
-    A missing artifact, a foreign file on the native profile (binfmt on this host would hide it; a
-    real machine of the host's arch refuses it) and a PT_INTERP the image lacks are decided here.
-    """
-    facts = inspect(artifact)
-    native = cell.cpu == ""
-    cpu_label = "native" if native else cell.cpu
-
-    def mk(**kw: Any) -> Evidence:
-        return Evidence(cell.id, cpu_label, facts, **kw)
-
-    if facts.format == "missing":
-        return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
-    if native and (facts.format != "elf" or facts.goarch != platforms.host_goarch()):
-        return mk(ran=False, path="static check (native profile)")
-    if facts.interp and not loader_present(rootfs, facts.interp):
-        return mk(ran=False, loader_missing=facts.interp,
-                  path=f"static check: PT_INTERP {facts.interp} not in image {cell.image}")
-    try:
-        qemu = None if native else qemu_binary(cell.target.arch)
-    except InfraError as e:
-        return mk(ran=False, infra=e.what, infra_fix=e.fix)
-    env = dict(run.env)
-    env.update(cell.env)
-    notes: list[str] = []
-    if not native:
-        for k, val in cell.target.facts.run_env.items():
-            env[k] = f"{env[k]},{val}" if env.get(k) else val
-            notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
-    env.setdefault("PATH", DEFAULT_PATH)
-    env.setdefault("HOME", "/")
-    cpu = cell.target.facts.cpu_arg(cell.cpu)
-    command = ([QEMU_IN_ROOT, "-cpu", cpu, APP_IN_ROOT] if qemu else [APP_IN_ROOT]) + list(cell.args)
-    emu = f"{os.path.basename(qemu)} -cpu {cpu}" if qemu else "native"
-    return Launch(mk, qemu, env, tuple(notes), command, emu)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A cell ready to start: the sandbox argv and how to make its Evidence; close() after it ran."""
-
-    argv: list[str]
-    evidence: Callable[..., Evidence]
-    emulator: str | None
-    notes: tuple[str, ...]
-    how: str
-    fds: tuple[int, ...] = ()           # handed to bwrap (the seccomp filter)
-    hardening: tuple[str, ...] = ()
-
-    def close(self) -> None:
-        for fd in self.fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def split_status(code: int | None, sig: int | None) -> tuple[int | None, int | None]:
-    """bwrap reports a child killed by signal N as exit 128+N: give back the signal."""
-    if code is not None and code > 128 and code - 128 in _SIGNALS:
-        return None, code - 128
-    return code, sig
-
-
-_SIGNALS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 31}

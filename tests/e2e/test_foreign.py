@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 
 from xarch import proc
+from xarch.artifact import inspect
+from xarch.binfmt import pe_machine
 from xarch.classify import Verdict, classify
 from xarch.engines import Evidence, foreign
+from xarch.engines.foreign import node, wine
 from xarch.plan import Cell, Expect, Profile, RunSpec, Target
-from xarch.toolchain import go_version
+from xarch.toolchain import go_bin_dir, go_version
 
 pytestmark = pytest.mark.e2e
 
@@ -141,7 +144,7 @@ def test_timeout_kills_every_process_of_the_cell(built: dict[str, Path], scratch
     marker = f"xarch-timeout-{os.getpid()}-{spec.replace('/', '-')}"
     art = _copy(built[spec], tmp_path, marker + (".exe" if spec.startswith("windows") else ".wasm"))
     if spec.startswith("windows"):
-        foreign.wine_prefix()       # made once per process, outside the cell's timeout
+        wine.wine_prefix()       # made once per process, outside the cell's timeout
     t0 = time.monotonic()
     v, ev = _run(spec, art, scratch, "sleep", timeout=3)
     assert v.verdict == "timeout" and ev.timed_out, (v, ev)
@@ -158,7 +161,7 @@ def test_timeout_kills_every_process_of_the_cell(built: dict[str, Path], scratch
 @needs_wine
 def test_windows_386_under_wine(built: dict[str, Path], scratch: Path) -> None:
     v, ev = _run("windows/386", built["windows/386"], scratch, "hello", expect=Expect(0, "^foreignprobe hello$"))
-    if foreign.wine_prefix().wow64:
+    if wine.wine_prefix().wow64:
         assert v.verdict == "ok", (v, ev)
     else:
         # without wine32, wine64 "runs" a 386 PE silently with exit 0 and no output: never let it
@@ -168,13 +171,13 @@ def test_windows_386_under_wine(built: dict[str, Path], scratch: Path) -> None:
 
 @needs_wine
 def test_wine_prefix_is_made_once_per_process_and_shimmed(built: dict[str, Path], scratch: Path) -> None:
-    first = foreign.wine_prefix()
-    assert foreign.wine_prefix() is first
+    first = wine.wine_prefix()
+    assert wine.wine_prefix() is first
     print(f"wine prefix created in {first.created_s:.1f} s (wow64={first.wow64}, shim={first.prng_shim})")
     assert first.path.is_dir()
     if first.prng_shim:
         dll = first.path / "drive_c/windows/system32/bcryptprimitives.dll"
-        assert foreign.pe_machine(dll) == "amd64"
+        assert pe_machine(dll) == "amd64"
     t0 = time.monotonic()
     _run("windows/amd64", built["windows/amd64"], scratch, "hello")
     print(f"one wine cell: {time.monotonic() - t0:.2f} s")
@@ -192,7 +195,7 @@ def test_what_wine_does_with_files_it_cannot_load(built: dict[str, Path], scratc
     """Recorded behaviour of wine 8.0 when handed a non-PE file, bypassing xrun's static check."""
     c = _cell("windows/amd64", ("exit", "5"))
     run = RunSpec(("exit", "5"), timeout=60)
-    facts = foreign.inspect(built["linux/amd64"])
+    facts = inspect(built["linux/amd64"])
 
     def mk(**kw: object) -> Evidence:
         return Evidence(c.id, "native", facts, **kw)  # type: ignore[arg-type]
@@ -200,13 +203,13 @@ def test_what_wine_does_with_files_it_cannot_load(built: dict[str, Path], scratc
     # An ELF named .exe: wine starts it as a detached native Linux process and exits 0 at once, so
     # the program's status (5 here) is lost and its output races the sandbox's teardown. This is
     # why run_foreign refuses non-PE files itself instead of trusting wine's exit status.
-    ev = foreign._run_wine(c, built["linux/amd64"], run, scratch, facts, mk)
+    ev = wine.run_wine(c, built["linux/amd64"], run, scratch, facts, mk)
     assert ev.exit_code == 0 and ev.stdout in ("", "foreignprobe exiting 5\n"), ev
 
     # A text file named .exe: wine falls back to ShellExecute and fails with exit status 1.
     txt = tmp_path / "notes.exe"
     txt.write_text("not a program\n")
-    ev = foreign._run_wine(c, txt, run, scratch, foreign.inspect(txt), mk)
+    ev = wine.run_wine(c, txt, run, scratch, inspect(txt), mk)
     assert ev.exit_code == 1, ev
     assert ev.stdout == ("Application could not be started, or no application associated with the "
                          "specified file.\nShellExecuteEx failed: File not found.\r\n\n"), ev
@@ -233,7 +236,7 @@ def test_a_wasm_target_whose_file_is_not_wasm(built: dict[str, Path], scratch: P
 
 def _fake_goroot(tmp_path: Path, version: str, edit: str) -> Path:
     """A GOROOT whose lib/wasm holds an edited copy of this toolchain's wasm_exec.js."""
-    real = foreign._wasm_exec_dir(Path(foreign.go_bin_dir()).parent)
+    real = node._wasm_exec_dir(Path(go_bin_dir()).parent)
     assert real is not None
     root = tmp_path / f"go-{version}"
     (root / "lib" / "wasm").mkdir(parents=True)
@@ -260,7 +263,7 @@ def test_wasm_exec_js_of_another_go_release(built: dict[str, Path], scratch: Pat
                                             monkeypatch: pytest.MonkeyPatch, edit: str, message: str) -> None:
     """Seed bug 9: the .wasm and the wasm_exec.js that loads it come from different Go releases."""
     root = _fake_goroot(tmp_path, "go1.20.14", edit)
-    monkeypatch.setattr(foreign, "goroots", lambda: [root])
+    monkeypatch.setattr(node, "goroots", lambda: [root])
     v, ev = _run("js/wasm", built["js/wasm"], scratch, "hello")
     assert ev.ran and ev.exit_code == 1 and message in ev.stderr, ev.stderr
     assert any("wasm_exec.js mismatch" in n for n in ev.notes), ev.notes
@@ -276,11 +279,11 @@ def test_the_matching_wasm_exec_is_picked_from_the_installed_toolchains(built: d
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """With an older toolchain listed first, the toolchain of the .wasm's own release is still chosen."""
     old = _fake_goroot(tmp_path, "go1.20.14", "drop-import")
-    real = Path(foreign.go_bin_dir()).parent
-    monkeypatch.setattr(foreign, "goroots", lambda: [old, real])
+    real = Path(go_bin_dir()).parent
+    monkeypatch.setattr(node, "goroots", lambda: [old, real])
     v, ev = _run("js/wasm", built["js/wasm"], scratch, "hello", expect=Expect(0, "^foreignprobe hello$"))
     assert v.verdict == "ok", (v, ev)
-    assert ev.extra[foreign.WASM_EXEC_GO] == ev.extra[foreign.WASM_GO] == go_version()
+    assert ev.wasm_exec_go == ev.wasm_go == go_version()
 
 
 @needs_node
@@ -290,13 +293,13 @@ def test_wasm_without_wasm_exec_js(built: dict[str, Path], tmp_path: Path) -> No
     script.write_text("import fs from 'node:fs';\n"
                       "try { await WebAssembly.instantiate(fs.readFileSync(process.argv[2]), {}); }\n"
                       "catch (e) { console.error(String(e)); process.exit(1); }\n")
-    r = proc.run([proc.which("node", foreign.NODE_FIX), str(script), str(built["js/wasm"])], timeout=60)
+    r = proc.run([proc.which("node", node.NODE_FIX), str(script), str(built["js/wasm"])], timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip() == ('TypeError: WebAssembly.instantiate(): Import #0 module="gojs" error: module '
                                 'is not an object or function'), r.stderr
     c = _cell("js/wasm", ())
-    ev = Evidence(c.id, "native", foreign.inspect(built["js/wasm"]), ran=True, exit_code=1, stderr=r.stderr,
-                  extra={foreign.WASM_GO: go_version()})
+    ev = Evidence(c.id, "native", inspect(built["js/wasm"]), ran=True, exit_code=1, stderr=r.stderr,
+                  wasm_go=go_version())
     v = classify(c, ev, Expect(), 60)
     assert v.verdict == "exec-format-error" and "wasm_exec.js" in (v.fix or ""), v
     assert re.search(r"load it before the \.wasm", v.fix or "")

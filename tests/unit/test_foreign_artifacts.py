@@ -16,24 +16,20 @@ from pathlib import Path
 import pytest
 
 from xarch.artifact import check_against_target, inspect
-from xarch.engines import Evidence
-from xarch.engines.foreign import (
-    REFUSED,
-    WASM_EXEC,
-    WASM_EXEC_GO,
-    WASM_GO,
+from xarch.binfmt import (
     foreign_arch_mismatch,
-    foreign_verdict,
-    forwarder_dll,
     go_minor,
     macho_arch,
     macho_arches,
     pe_machine,
-    refusal,
     wasm_go_version,
     wasm_goos,
     wasm_imports,
 )
+from xarch.binfmt.writers import forwarder_dll
+from xarch.classify.foreign import foreign_verdict
+from xarch.engines import Evidence
+from xarch.engines.foreign import refusal
 from xarch.plan import Cell, Profile, Target
 from xarch.toolchain import go_version
 
@@ -198,9 +194,9 @@ def _cell(spec: str) -> Cell:
 
 
 def _ev(spec: str, stderr: str = "", ran: bool = True, code: int | None = 1, stdout: str = "",
-        **extra: str) -> Evidence:
+        **recorded: str) -> Evidence:
     return Evidence(_cell(spec).id, "native", inspect("/nonexistent"), ran=ran, exit_code=code,
-                    stdout=stdout, stderr=stderr, extra=extra)
+                    stdout=stdout, stderr=stderr, **recorded)  # type: ignore[arg-type]
 
 
 # node v20.20.2, wasm_exec_node.js with a wasm_exec.js that lacks one import (an older release)
@@ -218,7 +214,7 @@ WINE_NOEXEC = ("Application could not be started, or no application associated w
 @pytest.mark.parametrize("stderr", [LINK_ERROR, NO_GOJS, NO_WASM_EXEC, "Error: Go program has already exited\n"])
 def test_wasm_exec_mismatch_is_explained_with_versions_and_the_fix(stderr: str) -> None:
     v = foreign_verdict(_cell("js/wasm"), _ev("js/wasm", stderr, **{
-        WASM_GO: "go1.27.3", WASM_EXEC_GO: "go1.26.4", WASM_EXEC: "/go/lib/wasm/wasm_exec.js"}))
+        "wasm_go": "go1.27.3", "wasm_exec_go": "go1.26.4", "wasm_exec": "/go/lib/wasm/wasm_exec.js"}))
     assert v is not None
     verdict, explanation, fix = v
     assert verdict == "exec-format-error"
@@ -240,7 +236,7 @@ def test_wine_could_not_start_the_file() -> None:
 
 def test_static_refusal_and_the_rest_fall_through() -> None:
     v = foreign_verdict(_cell("windows/amd64"), _ev("windows/amd64", ran=False, code=None,
-                                                    **{REFUSED: "the artifact is an ELF"}))
+                                                    **{"refusal": "the artifact is an ELF"}))
     assert v is not None and v[0] == "exec-format-error" and "GOOS=windows GOARCH=amd64" in v[2]
     # a program's own failure is for the generic rules (exit-status, Go panic, output)
     assert foreign_verdict(_cell("windows/amd64"), _ev("windows/amd64", "panic: boom\n", code=2)) is None

@@ -8,12 +8,15 @@ from __future__ import annotations
 import re
 import signal as _signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import platforms
-from .artifact import ArtifactFacts
-from .engines import Evidence
-from .engines.foreign import foreign_verdict
-from .plan import Cell, Expect
+from .. import platforms
+from ..artifact import ArtifactFacts
+from ..plan import Cell, Expect
+from .foreign import foreign_verdict
+
+if TYPE_CHECKING:
+    from ..engines import Evidence  # the evidence type only: classify imports no engine
 
 
 @dataclass(frozen=True)
