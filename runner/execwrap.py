@@ -19,12 +19,12 @@ from pathlib import Path
 from . import platforms, proc
 from .artifact import inspect
 from .classify import classify
-from .engines import Evidence
 from .engines.launch import split_status
 from .engines.limits import cell_limits
 from .engines.local import LocalEngine
 from .errors import ConfigError, InfraError
 from .matrix import known_images
+from .model import Evidence
 from .output.text import plain
 from .pipeline import RootfsProvider
 from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile

@@ -1,4 +1,8 @@
-"""The rules every view of a run shares: whether it passed, and its counts.
+"""The records every stage shares (what a cell showed, its verdict) and the rules every view of a run
+shares: whether it passed, and its counts.
+
+The records live here, below the engines and the classifier, so that an engine makes Evidence and
+the classifier reads it without either importing the other.
 
 `xrun run`'s exit code, `xrun report merge`, the GitHub step summary, the HTML page and the console
 used to derive these each on their own, and disagreed (a build found not reproducible failed the
@@ -9,7 +13,89 @@ these two functions now, over the report's dict form (a RunResult gives the same
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from .artifact import ArtifactFacts
+from .proc import TAIL_BYTES
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    explanation: str | None = None
+    fix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitOutcome:
+    """What held for one cell, and whether it struck (recorded in the evidence)."""
+
+    memory: str                     # "2 GiB (cgroup v1)" / "2 GiB (RLIMIT_DATA)" / "not enforced: why"
+    pids: str
+    output: str
+    mechanism: str                  # cgroup v2 | cgroup v1 | rlimit
+    oom_killed: bool = False
+    pids_hit: bool = False
+    memory_peak: int | None = None  # bytes, when the cgroup reports it
+
+    def as_json(self) -> dict[str, object]:
+        return {"memory": self.memory, "pids": self.pids, "output": self.output,
+                "mechanism": self.mechanism, "oom_killed": self.oom_killed, "pids_hit": self.pids_hit,
+                "memory_peak": self.memory_peak}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything observed for a cell; classify() turns it into a verdict."""
+
+    cell_id: str
+    cpu: str                                # qemu model, or "native"
+    artifact: ArtifactFacts
+    ran: bool                               # False when a static check decided (loader, format)
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    timed_out: bool = False
+    loader_missing: str | None = None
+    emulator: str | None = None             # qemu binary used, None when native
+    tcg_missing: tuple[str, ...] = ()       # CPU features the model asks for that TCG lacks
+    notes: tuple[str, ...] = ()             # e.g. env set to work around an emulator bug
+    infra: str | None = None                # the runner itself failed: what, and the fix
+    infra_fix: str | None = None
+    path: str = ""                          # how the cell was started (recorded for the report)
+    limits: LimitOutcome | None = None      # what bounded the cell, and whether a limit struck
+    output_limited: bool = False            # stdout+stderr passed run.limits.output: xrun stopped it
+    hardening: tuple[str, ...] = ()         # what the sandbox withheld (and any hardening that was missing)
+    # recorded by the foreign runners (wine, node) only; classify.foreign reads them
+    refusal: str | None = None              # why the runner was not started: the file is not for it
+    foreign_runner: str | None = None       # "wine" or "node"
+    pe_machine: str | None = None           # wine: the PE machine ("?" when unknown)
+    node_version: str | None = None         # node: `node --version`
+    wasm_go: str | None = None              # js/wasm: the Go that built the .wasm ("unknown")
+    wasm_exec_go: str | None = None         # js/wasm: the Go whose wasm_exec.js ran it ("unknown")
+    wasm_exec: str | None = None            # js/wasm: the path of that wasm_exec.js
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def trimmed(self, keep: int = TAIL_BYTES) -> Evidence:
+        """The same evidence with stdout and stderr cut to their last `keep` bytes, for the report.
+
+        Engines keep the whole output (up to run.limits.output) so that expect.stdout is matched
+        against all of it; once classified, a tail is what the report needs.
+        """
+        def cut(text: str) -> str:
+            data = text.encode("utf-8", "replace")
+            if len(data) <= keep:
+                return text
+            return (f"[... {len(data) - keep} bytes dropped ...]\n"
+                    + data[-keep:].decode("utf-8", "replace"))
+        return replace(self, stdout=cut(self.stdout), stderr=cut(self.stderr))
 
 
 def summary(builds: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],

@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 from . import model, proc
 from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
-from .classify import Verdict, classify
-from .engines import Engine, Evidence
+from .classify import classify
+from .engines import Engine
 from .errors import InfraError, RecipeError, UnknownImage
+from .model import Evidence, Verdict
 from .plan import Cell, Plan, RunSpec
 
 

@@ -20,8 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .build import BuildResult
-    from .classify import Verdict
-    from .engines import Evidence
+    from .model import Evidence, Verdict
     from .plan import Cell, Plan, RunSpec
     from .session import Session
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import __version__
 from .build import BuildResult
-from .engines import Evidence
+from .model import Evidence
 from .pipeline import CellResult, RunResult
 
 STREAM_TAIL = 8 * 1024

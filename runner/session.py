@@ -13,9 +13,9 @@ from pathlib import Path
 from . import matrix as matrix_mod
 from . import proc
 from .build import BuildResult, output_excludes, run_build, tree_digest
-from .classify import Verdict
 from .doctor import preflight
-from .engines import Engine, Evidence, make_engine
+from .engines import Engine, make_engine
+from .model import Evidence, Verdict
 from .pipeline import RootfsProvider, run_built, unbuilt_verdict
 from .plan import Cell, Plan, RunSpec
 

@@ -7,28 +7,12 @@ from __future__ import annotations
 
 import re
 import signal as _signal
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .. import platforms
 from ..artifact import ArtifactFacts
+from ..model import Evidence, Verdict
 from ..plan import Cell, Expect
 from .foreign import foreign_verdict
-
-if TYPE_CHECKING:
-    from ..engines import Evidence  # the evidence type only: classify imports no engine
-
-
-@dataclass(frozen=True)
-class Verdict:
-    verdict: str
-    explanation: str | None = None
-    fix: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict == "ok"
-
 
 _GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
 _GO_CPU_MSGS = (

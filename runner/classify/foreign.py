@@ -15,7 +15,7 @@ from ..binfmt import go_minor
 from ..plan import Cell
 
 if TYPE_CHECKING:
-    from ..engines import Evidence
+    from ..model import Evidence
 
 WASM_EXEC_FIX = 'cp "$(go env GOROOT)/lib/wasm/wasm_exec.js" .'
 

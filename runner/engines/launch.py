@@ -20,8 +20,9 @@ from typing import Any
 from .. import platforms, proc
 from ..artifact import inspect, loader_present
 from ..errors import InfraError
+from ..model import Evidence
 from ..plan import Cell, RunSpec
-from . import Evidence, emulator, sandbox
+from . import emulator, sandbox
 from .emulator import QEMU_FIX, qemu_binary
 
 QEMU_IN_ROOT = "/.xarch/qemu"

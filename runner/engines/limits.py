@@ -26,27 +26,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..model import LimitOutcome
 from ..plan import Limits, size_text
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-@dataclass(frozen=True, kw_only=True)
-class LimitOutcome:
-    """What held for one cell, and whether it struck (recorded in the evidence)."""
-
-    memory: str                     # "2 GiB (cgroup v1)" / "2 GiB (RLIMIT_DATA)" / "not enforced: why"
-    pids: str
-    output: str
-    mechanism: str                  # cgroup v2 | cgroup v1 | rlimit
-    oom_killed: bool = False
-    pids_hit: bool = False
-    memory_peak: int | None = None  # bytes, when the cgroup reports it
-
-    def as_json(self) -> dict[str, object]:
-        return {"memory": self.memory, "pids": self.pids, "output": self.output,
-                "mechanism": self.mechanism, "oom_killed": self.oom_killed, "pids_hit": self.pids_hit,
-                "memory_peak": self.memory_peak}
 
 
 @dataclass(frozen=True)

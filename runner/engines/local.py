@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .. import paths, proc
 from ..errors import InfraError
+from ..model import Evidence
 from ..plan import Cell, Limits, RunSpec
-from . import Evidence, limits, sandbox
+from . import limits, sandbox
 from .emulator import qemu_binary
 from .foreign import missing_runner, run_foreign
 from .launch import (

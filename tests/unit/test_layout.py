@@ -1,6 +1,9 @@
 """The package's shape (issue 12): no import cycle, function-local imports included; no module over 800 lines.
 
-Imports under `if TYPE_CHECKING:` are for annotations only and are not counted. The pytest plugin's
+Imports under `if TYPE_CHECKING:` are for annotations only and are not counted. An edge goes to what
+an import needs: `from pkg import sub` to the submodule, `from pkg import Name` to pkg's __init__ (so
+a record kept in a package's __init__, which its submodules import, is a cycle as soon as the
+__init__ imports one of them). The pytest plugin's
 imports inside its hooks are counted like any other: they must not close a cycle either.
 """
 
@@ -47,7 +50,8 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            # `from pkg import sub` needs the submodule; `from pkg import Name` needs pkg's __init__
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
         elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         for t in targets:

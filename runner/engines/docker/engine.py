@@ -28,11 +28,11 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from ... import paths, proc
 from ...errors import InfraError
+from ...model import Evidence, LimitOutcome
 from ...plan import Cell, Limits, RunSpec, size_text
-from .. import Evidence, emulator, sandbox
+from .. import emulator, sandbox
 from ..foreign import run_foreign
 from ..launch import HOSTNAME, INJECTED_ETC, plan_launch, split_status, tcg_missing_features, write_etc
-from ..limits import LimitOutcome
 from . import ownership
 from .archive import Tree, scan, write_archive
 from .common import (

@@ -18,8 +18,8 @@ from ... import platforms, proc
 from ...artifact import inspect
 from ...binfmt import pe_machine, wasm_goos, wasm_imports
 from ...errors import InfraError
+from ...model import Evidence
 from ...plan import Cell, RunSpec
-from .. import Evidence
 from .common import BWRAP_FIX
 from .node import NODE_FIX, run_node
 from .wine import WINE_ARCHES, WINE_FIX, run_wine

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ... import proc
+from ...model import LimitOutcome
 from ...plan import Cell, Limits, RunSpec
 from .. import sandbox
-from ..limits import LimitOutcome, cell_limits
+from ..limits import cell_limits
 
 BWRAP_FIX = sandbox.BWRAP_FIX
 HOSTNAME = "xarch"

@@ -21,9 +21,10 @@ from ... import proc
 from ...artifact import ArtifactFacts
 from ...binfmt import go_minor, wasm_go_version
 from ...errors import InfraError
+from ...model import Evidence
 from ...plan import Cell, RunSpec
 from ...toolchain import go_bin_dir
-from .. import Evidence, sandbox
+from .. import sandbox
 from .common import BWRAP_FIX, SANDBOX_DIR, bwrap_base, cell_env, run_sandboxed, version_of
 
 NODE_FIX = "install Node.js 18 or newer: `sudo apt-get install -y nodejs` (Debian/Ubuntu)"

@@ -25,8 +25,9 @@ from ...artifact import ArtifactFacts
 from ...binfmt import pe_machine
 from ...binfmt.writers import forwarder_dll
 from ...errors import InfraError
+from ...model import Evidence
 from ...plan import Cell, Limits, RunSpec
-from .. import Evidence, sandbox
+from .. import sandbox
 from .common import DEFAULT_PATH, bwrap_base, cell_env, run_sandboxed, version_of
 
 WINE_FIX = ("install wine: `sudo apt-get install -y --no-install-recommends wine wine64` (Debian/Ubuntu; "
