@@ -160,7 +160,7 @@ def cmd_run(ns: argparse.Namespace, console: Console) -> int:
     from .doctor import preflight
 
     preflight(plan, ns.engine)   # a missing emulator, sandbox or toolchain fails fast, exit 3
-    from . import console as ui
+    from .output import console as ui
 
     proc.reset()
     res = RunResult(plan, ns.engine)
@@ -289,7 +289,8 @@ def cmd_images(ns: argparse.Namespace, console: Console) -> int:
 
 def _write_reports(ns: argparse.Namespace, res: Any) -> None:
     """JSON, JUnit, HTML and the CI provider's output, from one report dict (also on interrupt)."""
-    from . import ci, html, junit, report
+    from .output import github as ci
+    from .output import html, junit, report
 
     shown = _display(res.plan.matrix_path)
     d = report.to_json(res, shown)

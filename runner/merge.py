@@ -203,8 +203,8 @@ def _plan_facts(matrix: str | None, shown: str, explicit: bool) -> tuple[list[st
         if explicit:
             raise ConfigError("no such file", file=path, key="--matrix")
         return None, None, {}, shown
-    from . import ci
     from . import matrix as matrix_mod
+    from .output import github as ci
 
     try:
         plan = matrix_mod.load(path)
@@ -234,8 +234,9 @@ def _print_result(merged: Mapping[str, Any], n: int, out_path: str) -> None:
 
 def main_report(argv: Sequence[str]) -> int:
     """`xrun report merge SHARD.json... --json OUT [--junit OUT] [--html OUT]`: 0 passed, 1 failed, 2 bad input."""
-    from . import ci, html, junit
-    from .report import write_json_dict
+    from .output import github as ci
+    from .output import html, junit
+    from .output.report import write_json_dict
 
     try:
         ns = _parser().parse_args(list(argv))

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 CACHE_ENV = "XARCH_CACHE_DIR"
@@ -64,3 +65,19 @@ def _make_removable(root: Path) -> None:
             if not os.path.islink(p):
                 with contextlib.suppress(OSError):
                     os.chmod(p, 0o700)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write via a sibling temp file and rename, so a reader (a CI upload, a browser) never sees half a
+    file. Not mkstemp: its 0600 mode would make a published report unreadable to a web server."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # errors="replace": a report loaded from JSON may hold lone surrogates from undecodable output
+        with open(tmp, "x", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

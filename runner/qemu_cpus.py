@@ -69,10 +69,7 @@ def models(goarch: str) -> frozenset[str] | None:
     known = {k: v for k, v in (known if isinstance(known, dict) else {}).items() if not k.startswith(real + "|")}
     known[key] = sorted(found)
     with contextlib.suppress(OSError):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, cache)
+        paths.write_text_atomic(cache, json.dumps(known))
     return found
 
 

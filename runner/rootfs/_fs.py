@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 
+from .. import paths
+
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    paths.write_text_atomic(path, text)
 
 
 def _sha256_file(path: Path | str) -> str:

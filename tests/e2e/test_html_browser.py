@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from xarch.html import write_html
+from xarch.output.html import write_html
 
 pytestmark = pytest.mark.e2e
 

@@ -345,8 +345,8 @@ def test_images_verify_finds_a_change_that_hid_its_mtime_and_removes_the_image(t
 # -- interrupted runs ---------------------------------------------------------------------------------
 
 def test_the_partial_report_names_the_unfinished_cells(tmp_path):
-    from xarch import report
     from xarch.classify import Verdict
+    from xarch.output import report
     from xarch.pipeline import CellResult, RunResult
 
     plan = load(tmp_path, "name: a\ntargets: [linux/amd64, linux/arm64]\nimages: [scratch, alpine]\n")

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from xarch import ci, html, junit
+from xarch.output import github as ci
+from xarch.output import html, junit
 
 REPORTS = FIXTURES / "reports"
 XSD = FIXTURES / "junit" / "junit-10.xsd"
@@ -363,9 +364,9 @@ def test_a_not_runnable_cell_is_not_counted_ok_by_the_console(tmp_path: Path) ->
     checked) is not 'ok' (the console counted it so; the JSON did not)."""
     from rich.console import Console
 
-    from xarch import console as ui
     from xarch import matrix
     from xarch.classify import Verdict
+    from xarch.output import console as ui
     from xarch.pipeline import CellResult, RunResult
 
     (tmp_path / "m.yaml").write_text("name: a\ntargets: [darwin/arm64]\n")

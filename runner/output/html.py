@@ -10,8 +10,9 @@ from typing import Any
 
 import jinja2
 
-from . import model
-from .junit import exit_status_text, write_text_atomic
+from .. import model
+from ..paths import write_text_atomic
+from .junit import exit_status_text
 
 TEMPLATE = "report.html.j2"
 
@@ -57,7 +58,7 @@ def _cell_view(n: int, c: Mapping[str, Any]) -> CellView:
 
 def _environment() -> jinja2.Environment:
     # FileSystemLoader next to this module: works from a checkout, an editable install and a wheel,
-    # as long as runner/templates/ is shipped as package data
+    # as long as runner/output/templates/ is shipped as package data
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
         autoescape=True,  # select_autoescape() would not match the ".html.j2" suffix

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
+
+from .. import paths
 
 # XML 1.0 Char production; anything else (NUL, ESC from colour codes, lone surrogates) makes the
 # whole file unparseable, so it is dropped rather than escaped.
@@ -165,22 +165,6 @@ def to_junit_xml(report: Mapping[str, Any]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write via a sibling temp file and rename, so a reader (a CI upload, a browser) never sees half a
-    file. Not mkstemp: its 0600 mode would make a published report unreadable to a web server."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        # errors="replace": a report loaded from JSON may hold lone surrogates from undecodable output
-        with open(tmp, "x", encoding="utf-8", errors="replace") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_junit(report: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the report as JUnit XML to `path`."""
-    write_text_atomic(path, to_junit_xml(report))
+    paths.write_text_atomic(path, to_junit_xml(report))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .build import BuildResult
-from .model import Evidence
-from .pipeline import CellResult, RunResult
+from .. import __version__, paths
+from ..build import BuildResult
+from ..model import Evidence
+from ..pipeline import CellResult, RunResult
+from ..rootfs import load_definitions
 
 STREAM_TAIL = 8 * 1024
 
@@ -75,8 +74,6 @@ def unfinished(res: RunResult) -> list[str]:
 
 def images_json(names: list[str]) -> dict[str, Any]:
     """Per image used: whether it is the exact image or a rebuilt equivalent, and what differs."""
-    from .rootfs import load_definitions
-
     try:
         defs = load_definitions()
     except Exception as e:  # a broken definition must not cost the report
@@ -106,12 +103,5 @@ def write_json(res: RunResult, path: str | Path, matrix_display: str) -> None:
 
 
 def write_json_dict(report: dict[str, Any], path: str | Path) -> None:
-    """Write a report dict atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    os.fchmod(fd, 0o644)    # mkstemp makes 0600; a published report must be readable
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, p)
+    """Write a report dict atomically (readable: a published report is read by others)."""
+    paths.write_text_atomic(path, json.dumps(report, indent=2) + "\n")

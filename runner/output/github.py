@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import model
-from .output.text import plain
+from .. import model
+from .text import plain
 
 # GitHub rejects a step summary over 1 MiB; stay well under it and say what was left out.
 SUMMARY_BUDGET = 900 * 1024

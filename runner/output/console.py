@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .output.text import safe
-from .pipeline import Progress as ProgressFn
-from .pipeline import RunResult
-from .plan import Plan
+from ..pipeline import Progress as ProgressFn
+from ..pipeline import RunResult
+from ..plan import Plan
+from .text import safe
 
 COLORS = {"ok": "green", "xfail": "cyan", "exit-status": "red", "wrong-output": "red",
           "exec-format-error": "magenta", "missing-loader": "magenta", "missing-library": "magenta",
