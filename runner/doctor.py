@@ -16,39 +16,41 @@ levels (amd64 v1 on an amd64 host) never use binfmt: the kernel runs them native
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from rich.console import Console
-from rich.table import Table
-
 from . import platforms, proc, toolchain
+from .doctor_binfmt import (
+    BINFMT_DIR,
+    NO_HANDLER,
+    QEMU_FIX,
+    flag_findings,
+    interpreter_exists,
+    mount_state,
+    read_handler,
+    register,
+    segv_fix,
+)
+from .doctor_binfmt import BINFMT_IMAGE as BINFMT_IMAGE  # the pinned fix image, part of doctor's API
 from .engines import emulator, limits
 from .engines.local import BWRAP_FIX
 from .errors import ConfigError, InfraError
-from .output.text import safe
+from .output.text import human_size
 from .plan import Limits, Plan
 
-BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-BINFMT_D = Path("/usr/lib/binfmt.d")        # where Debian's qemu-user-static keeps its registrations
 PROC_SYS = Path("/proc/sys")
 QEMU_TESTED = (7, 2)                         # every CPU model in platforms.py was verified on 7.2
 QEMU_PIE_FIXED = (9, 2, 2)                   # qemu's own fix for the non-PIE crash (binfmt PR #243)
-BINFMT_IMAGE = "tonistiigi/binfmt:qemu-v9.2.2-52"
 ZIG_ARGV: tuple[str, ...] = (sys.executable, "-m", "ziglang", "version")
 PROBE_TIMEOUT = 20.0
 
-QEMU_FIX = "sudo apt-get install qemu-user-static"
-MOUNT_FIX = "sudo mount -t binfmt_misc binfmt_misc {dir}"
 DOCKER_FIX = "sudo apt-get install docker.io"
 WINE_FIX = "sudo apt-get install wine wine64"
 NODE_FIX = "sudo apt-get install nodejs"
@@ -66,7 +68,6 @@ RUNTIME_TOOLS: Mapping[str, str] = MappingProxyType({"windows": "wine", "js": "n
 # Arches a host kernel runs without any emulator, so no binfmt handler exists or is needed.
 _KERNEL_NATIVE: Mapping[str, frozenset[str]] = MappingProxyType({"amd64": frozenset({"amd64", "386"})})
 
-_NO_HANDLER = "no handler registered"
 _VERSION_RE = re.compile(r"version (\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -146,17 +147,10 @@ class _Host:
         if r.timed_out:
             problem = f"`{exe} --version` did not finish in {PROBE_TIMEOUT:.0f} s"
         elif r.signal is not None:
-            problem = f"`{exe} --version` was killed by {_signame(r.signal)}"
+            problem = f"`{exe} --version` was killed by {proc.signame(r.signal)}"
         elif r.returncode != 0:
             problem = f"`{exe} --version` exited {r.returncode}: {_tail(r.stderr or r.stdout)}"
         return _Probe(exe, first, version, problem, r.signal == signal.SIGSEGV, non_pie)
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def _tail(text: str, limit: int = 200) -> str:
@@ -181,13 +175,6 @@ def _vstr(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
-def _segv_fix(a: platforms.Arch, binfmt_dir: Path) -> str:
-    distro = QEMU_FIX + (f", then re-register it: {_reregister(a, binfmt_dir)}" if _conf_has_f(a.qemu) else "")
-    return (f"use a qemu build that works on this kernel: the distro's ({distro}), or pin a fixed "
-            f"tonistiigi/binfmt: docker run --privileged --rm tonistiigi/binfmt --uninstall qemu-{a.qemu} && "
-            f"docker run --privileged --rm {BINFMT_IMAGE} --install {a.oci}")
-
-
 def _emulator_warnings(p: _Probe) -> list[str]:
     notes = []
     if p.version is not None and p.version[:2] < QEMU_TESTED:
@@ -207,7 +194,7 @@ def _check_qemu(h: _Host, a: platforms.Arch, needed: bool, binfmt_dir: Path) -> 
     if p.problem is not None:
         if p.segfault:
             return Check(name, False, f"{exe}: {p.problem}: this build crashes on this kernel (the 2025 "
-                         "breakage of some qemu builds, tonistiigi/binfmt#215/#240)", _segv_fix(a, binfmt_dir),
+                         "breakage of some qemu builds, tonistiigi/binfmt#215/#240)", segv_fix(a, binfmt_dir),
                          needed)
         return Check(name, False, f"{exe}: {p.problem}", QEMU_FIX, needed)
     version = _vstr(p.version) if p.version else f"unknown version ({p.first_line or 'no output'})"
@@ -215,96 +202,27 @@ def _check_qemu(h: _Host, a: platforms.Arch, needed: bool, binfmt_dir: Path) -> 
     detail = f"{exe}: qemu {version}" + "".join(f"; {w}" for w in warnings)
     fix = None
     if warnings:
-        fix = _segv_fix(a, binfmt_dir) if p.non_pie else f"{QEMU_FIX} (Debian 12 / Ubuntu 24.04 ship 7.2+)"
+        fix = segv_fix(a, binfmt_dir) if p.non_pie else f"{QEMU_FIX} (Debian 12 / Ubuntu 24.04 ship 7.2+)"
     return Check(name, True, detail, fix, needed)
 
 
 # -- binfmt_misc -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Handler:
-    enabled: bool
-    interpreter: str
-    flags: str
-
-
-def _read_handler(entry: Path) -> _Handler | None:
-    """Parse a binfmt_misc entry file ('enabled', 'interpreter PATH', 'flags: OCF', ...)."""
-    try:
-        lines = entry.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    enabled, interp, flags = False, "", ""
-    for ln in lines:
-        if ln.strip() in ("enabled", "disabled"):
-            enabled = ln.strip() == "enabled"
-        elif ln.startswith("interpreter "):
-            interp = ln.split(" ", 1)[1].strip()
-        elif ln.startswith("flags:"):
-            flags = ln.split(":", 1)[1].strip()
-    return _Handler(enabled, interp, flags)
-
-
-def _conf_has_f(qemu: str | None) -> bool:
-    """Whether the distro's registration line for this emulator carries the F flag."""
-    try:
-        line = (BINFMT_D / f"qemu-{qemu}.conf").read_text(encoding="utf-8").strip()
-    except OSError:
-        return False
-    return "F" in line.rsplit(":", 1)[-1]
-
-
-def _register(a: platforms.Arch, binfmt_dir: Path) -> str:
-    """The command that registers the emulator with the F flag."""
-    if _conf_has_f(a.qemu):
-        return f"sudo sh -c 'cat {BINFMT_D}/qemu-{a.qemu}.conf > {binfmt_dir}/register'"
-    return f"docker run --privileged --rm {BINFMT_IMAGE} --install {a.oci}"
-
-
-def _reregister(a: platforms.Arch, binfmt_dir: Path) -> str:
-    """Drop the current handler, then register one with the F flag."""
-    return f"echo -1 | sudo tee {binfmt_dir}/qemu-{a.qemu} && {_register(a, binfmt_dir)}"
-
-
 def _check_binfmt_mount(binfmt_dir: Path, needed: bool) -> Check:
-    status = binfmt_dir / "status"
-    try:
-        state = status.read_text(encoding="utf-8").strip()
-    except OSError:
-        return Check("binfmt_misc", False, f"not mounted at {binfmt_dir}",
-                     MOUNT_FIX.format(dir=binfmt_dir), needed)
-    if state != "enabled":
-        return Check("binfmt_misc", False, f"mounted at {binfmt_dir} but switched off (status: {state})",
-                     f"echo 1 | sudo tee {status}", needed)
-    return Check("binfmt_misc", True, f"mounted at {binfmt_dir}", None, needed)
+    ok, detail, fix = mount_state(binfmt_dir)
+    return Check("binfmt_misc", ok, detail, fix, needed)
 
 
 def _check_handler(h: _Host, a: platforms.Arch, binfmt_dir: Path, needed: bool) -> Check:
     name = f"binfmt qemu-{a.qemu}"
     entry = binfmt_dir / f"qemu-{a.qemu}"
-    hd = _read_handler(entry) if entry.is_file() else None
+    hd = read_handler(entry) if entry.is_file() else None
     if hd is None:
-        return Check(name, False, f"{_NO_HANDLER} ({entry} is missing)", _register(a, binfmt_dir), needed)
+        return Check(name, False, f"{NO_HANDLER} ({entry} is missing)", register(a, binfmt_dir), needed)
     facts = [("enabled" if hd.enabled else "disabled"), f"flags {hd.flags or '(none)'}",
              f"interpreter {hd.interpreter or '(none)'}"]
-    fatal: list[str] = []
-    notes: list[str] = []
-    fix: str | None = None
-    has_f = "F" in hd.flags
-    if not has_f:
-        fatal.append("no F flag: the interpreter is looked up inside each container or chroot, where it "
-                     "does not exist, so foreign binaries fail with 'no such file or directory' there")
-        fix = _reregister(a, binfmt_dir)
-    interp_exists = bool(hd.interpreter) and os.path.exists(hd.interpreter)
-    if not interp_exists:
-        if has_f:
-            # F: the kernel opened the file at registration and keeps using it; only the path is gone.
-            notes.append("the interpreter path no longer exists (the kernel still holds the file it "
-                         "opened at registration; re-register after reinstalling)")
-            fix = fix or f"{QEMU_FIX} && {_reregister(a, binfmt_dir)}"
-        else:
-            fatal.append("the interpreter does not exist")   # fix: the F-less handler's re-registration
-    else:
+    fatal, notes, fix = flag_findings(hd, a, binfmt_dir)   # the F flag and the interpreter's path
+    if interpreter_exists(hd):
         p = h.probe(hd.interpreter)
         real = os.path.realpath(hd.interpreter)
         on_path = h.which(f"qemu-{a.qemu}-static")
@@ -322,15 +240,15 @@ def _check_handler(h: _Host, a: platforms.Arch, binfmt_dir: Path, needed: bool) 
         if p.segfault:
             fatal.append(f"{p.problem}: this build crashes on this kernel (the 2025 breakage of some qemu "
                          "builds, tonistiigi/binfmt#215/#240)")
-            fix = _segv_fix(a, binfmt_dir)
+            fix = segv_fix(a, binfmt_dir)
         elif p.problem is not None:
             fatal.append(p.problem)
-            fix = fix or _segv_fix(a, binfmt_dir)
+            fix = fix or segv_fix(a, binfmt_dir)
         else:
             warnings = _emulator_warnings(p)
             notes.extend(warnings)
             if warnings and fix is None:
-                fix = _segv_fix(a, binfmt_dir)
+                fix = segv_fix(a, binfmt_dir)
     if not hd.enabled:
         fatal.append("the handler is disabled")
         fix = fix or f"echo 1 | sudo tee {entry}"
@@ -463,16 +381,7 @@ def _check_images() -> Check:
         return Check("image cache", True, f"{store.cache_dir}: unreadable ({e})", None, False)
     size = sum(c.size for c in cached)
     return Check("image cache", True,
-                 f"{store.cache_dir}: {len(cached)} image(s), {_human(size)}", None, False)
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+                 f"{store.cache_dir}: {len(cached)} image(s), {human_size(size)}", None, False)
 
 
 # -- the public API --------------------------------------------------------------------------
@@ -511,7 +420,7 @@ def _collect(*, arches: Collection[str] | None, engine: str, needs: Collection[s
             else:
                 # Not needed: one line for the unregistered ones; registered ones keep their row
                 # (a crashing or F-less handler still matters to programs that exec foreign binaries).
-                missing = [c for c in handlers if c.detail.startswith(_NO_HANDLER)]
+                missing = [c for c in handlers if c.detail.startswith(NO_HANDLER)]
                 unregistered = [c.name.removeprefix("binfmt ") for c in missing]
                 out.extend(c for c in handlers if c not in missing)
                 if unregistered:
@@ -569,52 +478,3 @@ def preflight(plan: Plan, engine: str) -> None:
                       only_needed=True):
         if c.needed and not c.ok:
             raise InfraError(f"{c.name}: {c.detail}", c.fix or "see `xrun doctor` for details")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see `{self.prog} --help`)", file="command line")
-
-
-_STYLE = {"ok": "green", "warn": "yellow", "FAIL": "bold red", "absent": "dim"}
-
-
-def main_doctor(argv: Sequence[str]) -> int:
-    """`xrun doctor [MATRIX] [--engine local|docker] [--json]`: 0 when all that is needed is here, else 3."""
-    p = _Parser(prog="xrun doctor", description="Check that this machine has what a matrix needs "
-                "(emulators, binfmt, sandbox, docker, toolchains), with the command that fixes each gap.")
-    p.add_argument("matrix", nargs="?", help="check what this matrix needs (default: the engine's essentials "
-                   "and every emulator)")
-    p.add_argument("--engine", choices=tuple(ENGINE_NEEDS), default="local")
-    p.add_argument("--json", action="store_true", help="print the checks as JSON")
-    ns = p.parse_args(list(argv))
-    arches: set[str] | None = None
-    needs: set[str] = set(ENGINE_NEEDS[ns.engine])
-    if ns.matrix is not None:
-        from . import matrix
-
-        arches, needs = required_for_plan(matrix.load(ns.matrix), ns.engine)
-    checks = run_checks(arches=arches, engine=ns.engine, needs=needs)
-    missing = [c for c in checks if c.needed and not c.ok]
-    console = Console(highlight=False)
-    if ns.json:
-        payload = {"engine": ns.engine, "matrix": ns.matrix, "ok": not missing,
-                   "checks": [{**asdict(c), "status": c.status} for c in checks]}
-        console.out(json.dumps(payload, indent=2), highlight=False)
-        return 3 if missing else 0
-    table = Table(title=f"xrun doctor ({ns.engine} engine" + (f", {ns.matrix})" if ns.matrix else ")"),
-                  title_justify="left")
-    for col in ("check", "status", "detail", "fix"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        style = _STYLE[c.status]
-        table.add_row(safe(c.name), f"[{style}]{c.status}[/]", safe(c.detail),
-                      safe(c.fix) if c.fix else "", style=None if c.needed or c.ok else "dim")
-    console.print(table)
-    what = "this matrix" if ns.matrix else f"the {ns.engine} engine"
-    if missing:
-        console.print(f"[bold red]{len(missing)} piece(s) {what} needs are missing:[/] "
-                      + safe(", ".join(c.name for c in missing)))
-        return 3
-    console.print(f"[green]everything {what} needs is here[/]")
-    return 0

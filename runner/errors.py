@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -82,3 +83,14 @@ class Interrupted(XarchError):
     """Ctrl-C: everything was cleaned up (exit 130)."""
 
     exit_code = 130
+
+
+def read_text(path: str | os.PathLike[str], *, missing: str = "no such file") -> str:
+    """A UTF-8 file's text, or ConfigError (exit 2) naming the file: `missing` when it is not there,
+    else "cannot read: ..." (a directory, no permission, not UTF-8)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(missing, file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", file=str(path)) from None

@@ -7,7 +7,6 @@ directory (go test runs a test binary in its package directory) is bound read-on
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import stat
@@ -28,24 +27,6 @@ from .model import Evidence
 from .output.text import plain
 from .pipeline import RootfsProvider
 from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see `xrun exec --help`)", file="command line")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="xrun exec", description="Run a binary in one xarch cell (a `go test -exec` wrapper).")
-    p.add_argument("--image", default="scratch", help="runtime image (default scratch)")
-    p.add_argument("--profile", default="baseline",
-                   help="CPU profile: baseline, host, a hardware profile (pi-zero, ...) or a qemu model")
-    p.add_argument("--timeout", type=float, default=None, help="seconds; the whole process tree is killed")
-    p.add_argument("--install-wrappers", metavar="DIR",
-                   help="write go_linux_<arch>_exec wrappers (with these options) into DIR and exit")
-    p.add_argument("binary", nargs="?")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    return p
 
 
 def _profile(name: str, goarch: str) -> Profile:
@@ -71,41 +52,33 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> list[Path]:
     return out
 
 
-def main_exec(argv: Sequence[str]) -> int:
+def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: str,
+                timeout: float | None) -> int:
     """Run the binary; return its exit status (128+N when killed by signal N, like a shell)."""
-    ns = _parser().parse_args(list(argv))
-    opts = ["--image", ns.image, "--profile", ns.profile] + (
-        ["--timeout", str(ns.timeout)] if ns.timeout else [])
-    if ns.install_wrappers:
-        for w in install_wrappers(Path(ns.install_wrappers), opts):
-            print(w)
-        return 0
-    if not ns.binary:
-        raise ConfigError("needs a BINARY to run", file="command line", key="xrun exec")
-    if ns.image not in known_images():
-        raise ConfigError(f"unknown image '{ns.image}'; known: {', '.join(known_images())}",
+    if image not in known_images():
+        raise ConfigError(f"unknown image '{image}'; known: {', '.join(known_images())}",
                           file="command line", key="--image")
-    binary = Path(ns.binary).resolve()
+    binary = Path(binary_arg).resolve()
     facts = inspect(binary)
     if facts.format == "missing":
-        raise ConfigError("no such file", file=ns.binary)
+        raise ConfigError("no such file", file=binary_arg)
     if facts.format != "elf" or facts.goarch is None:
-        raise ConfigError(f"not a Linux executable xarch can run: {facts.describe()}", file=ns.binary)
+        raise ConfigError(f"not a Linux executable xarch can run: {facts.describe()}", file=binary_arg)
     a = platforms.arch(facts.goarch)
     level = facts.go_level
     spec = f"linux/{a.goarch}" + (f"/{level}" if level and level != a.default_level else "")
     target = Target(spec, "linux", a.goarch, level if level != a.default_level else None)
-    prof = _profile(ns.profile, a.goarch)
+    prof = _profile(profile, a.goarch)
     model = prof.model_for(target)
     if model is None:
-        raise ConfigError(f"profile '{ns.profile}' names no CPU for {a.goarch}", file="command line",
+        raise ConfigError(f"profile '{profile}' names no CPU for {a.goarch}", file="command line",
                           key="--profile")
-    cell = Cell(target, ns.image, prof, model, tuple(ns.args), {})
+    cell = Cell(target, image, prof, model, tuple(args), {})
     # the caller's Go/test settings pass through (GOCOVERDIR, GODEBUG, ...); the host's paths do not
     env = {k: v for k, v in os.environ.items()
            if (k.startswith(("GO", "TEST")) and k not in ("GOROOT", "GOPATH", "GOCACHE", "GOMODCACHE"))
            or k == "TERM"}
-    run = RunSpec(tuple(ns.args), env, None, ns.timeout or 0, Expect())
+    run = RunSpec(tuple(args), env, None, timeout or 0, Expect())
     with LocalEngine() as engine:
         root = RootfsProvider(engine.empty_root).get(cell)
         prep = engine.prepare(cell, binary, root, run, workdir=Path.cwd())
@@ -117,11 +90,11 @@ def main_exec(argv: Sequence[str]) -> int:
                 child = subprocess.Popen(prep.argv, start_new_session=False, pass_fds=prep.fds,
                                          preexec_fn=lim.preexec)
                 try:
-                    rc = child.wait(timeout=ns.timeout)
+                    rc = child.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-                    sys.stderr.write(f"xrun exec: timeout after {ns.timeout:g}s in {cell.id}; killed\n")
+                    sys.stderr.write(f"xrun exec: timeout after {timeout:g}s in {cell.id}; killed\n")
                     return 124
                 except KeyboardInterrupt:
                     child.kill()

@@ -7,10 +7,8 @@ Nothing is built, downloaded or executed. Predicted verdicts use the names of co
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,12 +21,11 @@ from elftools.elf.segments import NoteSegment
 
 from . import platforms
 from .artifact import ArtifactFacts, inspect, loader_present
-from .errors import ConfigError, UnknownImage, XarchError
-from .output.text import plain
+from .errors import ConfigError, UnknownImage
 from .rootfs import ImageDef, ImageStore, load_definitions
 from .rootfs.apt_sources import host_apt_sources, host_suite
 
-__all__ = ["DEFAULT_IMAGES", "DEFAULT_PROFILES", "explain", "main_explain", "render_text"]
+__all__ = ["DEFAULT_IMAGES", "DEFAULT_PROFILES", "explain", "render_text"]
 
 DEFAULT_IMAGES = ("scratch", "alpine", "distroless-static", "distroless-base")
 DEFAULT_PROFILES = ("baseline",)
@@ -554,29 +551,3 @@ def render_text(result: dict[str, Any]) -> str:
             if pr["fix"] and pr["verdict"] not in ("ok", "not-runnable"):
                 lines.append(f"    fix: {pr['fix']}")
     return "\n".join(lines) + "\n"
-
-
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see `{self.prog} --help`)", file="command line")
-
-
-def main_explain(argv: Sequence[str]) -> int:
-    """`xrun explain BINARY [--image I]... [--profile P]... [--json]`: print, return 0 (2 on bad input)."""
-    p = _ArgParser(prog="xrun explain", description="Say what a built binary is and predict, without running "
-                                                    "it, whether each image and CPU profile will run it.")
-    p.add_argument("binary", help="the file to explain")
-    p.add_argument("--image", action="append", metavar="I",
-                   help=f"an image to predict for (repeatable; default: {', '.join(DEFAULT_IMAGES)})")
-    p.add_argument("--profile", action="append", metavar="P",
-                   help="a CPU profile: baseline, host, a hardware profile or a qemu model (repeatable; "
-                        "default: baseline)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    try:
-        ns = p.parse_args(list(argv))
-        result = explain(Path(ns.binary), ns.image or DEFAULT_IMAGES, ns.profile or DEFAULT_PROFILES)
-    except XarchError as e:
-        print(f"xrun: {plain(e)}", file=sys.stderr)
-        return e.exit_code
-    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else plain(render_text(result)))
-    return 0

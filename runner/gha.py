@@ -7,20 +7,16 @@ and step summary and fails the workflow exactly when an unsharded `xrun run` wou
 
 from __future__ import annotations
 
-import argparse
 import io
 import re
 import shlex
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from .errors import ConfigError, XarchError
-from .output.text import plain
+from .errors import ConfigError
 
 RUNNER = "ubuntu-24.04"
 ARM_RUNNER = "ubuntu-24.04-arm"
@@ -152,35 +148,3 @@ def workflow(matrix_path: str, shards: int, native_arm: bool = False, python: st
             "through the\n# xarch action and uploads its JSON report; the merge job joins them "
             "(`xrun report merge`) into one\n# report, JUnit file, HTML page and step summary.\n")
     return head + _dump(workflow_dict(matrix_path, shards, native_arm, python, uses))
-
-
-class _ArgParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see `{self.prog} --help`)", file="command line")
-
-
-def main_gha(argv: Sequence[str]) -> int:
-    """`xrun gha [MATRIX] [--shards N] [--native-arm]`: print the workflow; 2 on bad input."""
-    p = _ArgParser(prog="xrun gha", description="Print a GitHub Actions workflow that runs the matrix in "
-                                                "N parallel shards and merges their reports.")
-    p.add_argument("matrix", nargs="?", default="matrix.yaml")
-    p.add_argument("--shards", type=int, default=1, metavar="N", help="parallel jobs (default 1)")
-    p.add_argument("--native-arm", action="store_true",
-                   help=f"run shards whose cells are all arm/arm64 on {ARM_RUNNER} runners")
-    p.add_argument("--python", default="3.11", metavar="VERSION", help="Python for the jobs (default 3.11)")
-    p.add_argument("--uses", default="./", metavar="ACTION",
-                   help="the xarch action: ./ (this repository, the default) or owner/repo@ref")
-    p.add_argument("-o", "--output", metavar="PATH", help="write the workflow here instead of stdout")
-    try:
-        ns = p.parse_args(list(argv))
-        text = workflow(ns.matrix, ns.shards, ns.native_arm, ns.python, ns.uses)
-    except XarchError as e:
-        print(f"xrun: {plain(e)}", file=sys.stderr)
-        return e.exit_code
-    if ns.output:
-        out = Path(ns.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import platforms
-from .errors import ConfigError
+from .errors import ConfigError, read_text
 
 BINARY_TYPE = "Binary"
 # internal_type of a build's own output; UploadableBinary (2) is the same file copied for a release
@@ -68,13 +68,10 @@ def targets_from_goreleaser(path: str | os.PathLike[str], *, build_ids: Collecti
     """
     p = Path(path)
     name = str(path)
+    text = read_text(path, missing="no such file (run `goreleaser build` or `goreleaser release` first; it "
+                                "writes dist/artifacts.json)")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such file (run `goreleaser build` or `goreleaser release` first; it writes "
-                          "dist/artifacts.json)", file=name) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", file=name) from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"not valid JSON: {e.msg}", file=name, line=e.lineno) from None
     if not isinstance(data, list):

@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
-from .errors import ConfigError
+from .errors import ConfigError, read_text
 from .plan import (
     REPRO_OUTPUT,
     BuildJob,
@@ -247,12 +247,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     """
     p = Path(path)
     file = str(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file", file=file) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read: {e}", file=file) from None
+    text = read_text(path)
     yaml = YAML(typ="rt")
     try:
         doc = yaml.load(text)

@@ -26,6 +26,14 @@ class Stopped(Exception):
     """Raised instead of starting a process once stop() was called (Ctrl-C)."""
 
 
+def signame(sig: int) -> str:
+    """SIGSEGV, SIGILL, ...: the name of a signal number, or "signal N" for one Python does not know."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
 @dataclass(frozen=True)
 class Result:
     """What a finished process left: exit status or signal, bounded output tails, wall time."""

@@ -12,6 +12,7 @@ from .. import platforms
 from ..artifact import ArtifactFacts
 from ..model import Evidence, Verdict
 from ..plan import Cell, Expect
+from ..proc import signame
 from .foreign import foreign_verdict
 
 _GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
@@ -38,13 +39,6 @@ _LIB_IMAGES = (("libstdc++.so", "distroless-cc"), ("libgcc_s.so", "distroless-cc
                ("libssl.so", "distroless-base"), ("libcrypto.so", "distroless-base"),
                ("libc.so", "distroless-base"), ("libm.so", "distroless-base"),
                ("libresolv.so", "distroless-base"), ("libpthread.so", "distroless-base"))
-
-
-def _signame(sig: int) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def _tail(text: str, n: int = 3) -> str:
@@ -202,7 +196,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
 
     if ev.signal is not None:
-        return Verdict("crashed", f"killed by {_signame(ev.signal)} ({_said(ev)})",
+        return Verdict("crashed", f"killed by {signame(ev.signal)} ({_said(ev)})",
                        "reproduce with the same binary and -cpu model: `xrun exec` runs one cell; look for "
                        "memory corruption or unsafe/cgo code")
     if fm := _GO_FATAL.search(err):

@@ -31,3 +31,12 @@ def plain(text: object) -> str:
 def safe(text: object) -> str:
     """`plain`, with rich markup escaped: for interpolating data into a console.print() string."""
     return escape(plain(text))
+
+
+def human_size(n: float) -> str:
+    """A byte count for people: 512 B, 3.1 MiB, 1.2 GiB (GiB is the largest unit)."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

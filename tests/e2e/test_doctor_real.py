@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from xarch import doctor, platforms
+from xarch import cli, doctor, platforms
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def test_local_engine_essentials_are_real_and_tested_versions() -> None:
             assert m and (int(m[1]), int(m[2])) >= doctor.QEMU_TESTED, c.detail
     for name in ("bubblewrap", "user namespaces", "go"):
         assert checks[name].ok and checks[name].needed, checks[name]
-    assert doctor.main_doctor([str(ROOT / "matrix.yaml")]) == 0
+    assert cli.main(["doctor", str(ROOT / "matrix.yaml")]) == 0
 
 
 def test_docker_daemon_version() -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from conftest import FIXTURES
-from xarch.explain import explain, main_explain, render_text
+from xarch.cli import main
+from xarch.explain import explain, render_text
 from xarch.rootfs.store import ImageStore
 
 pytestmark = pytest.mark.e2e
@@ -282,12 +283,12 @@ def test_a_cached_image_is_inspected_instead_of_the_definition(get: Any, tmp_pat
 def test_main_explain_prints_text_and_json(binaries: dict[str, Path | str], capsys: pytest.CaptureFixture[str]) -> None:
     path = binaries["goarm7"]
     assert isinstance(path, Path)
-    assert main_explain([str(path), "--profile", "baseline", "--profile", "pi-zero"]) == 0
+    assert main(["explain", str(path), "--profile", "baseline", "--profile", "pi-zero"]) == 0
     out = capsys.readouterr().out
     assert "linux/arm" in out and "GOARM=7" in out
     assert "pi-zero [arm1176]: will fail: unsupported-cpu (GOARM=7 needs arm v7; arm1176 runs up to arm v6)" in out
     assert "scratch: ok" in out
-    assert main_explain([str(path), "--json", "--image", "alpine"]) == 0
+    assert main(["explain", str(path), "--json", "--image", "alpine"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["goarch"] == "arm" and [p["image"] for p in r["images"]] == ["alpine"]
     assert [p["profile"] for p in r["profiles"]] == ["baseline"]
@@ -295,19 +296,19 @@ def test_main_explain_prints_text_and_json(binaries: dict[str, Path | str], caps
 
 def test_main_explain_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope"
-    assert main_explain([str(missing)]) == 2
+    assert main(["explain", str(missing)]) == 2
     cap = capsys.readouterr()
     assert cap.err.strip() == f"xrun: {missing}: no such file" and cap.out == ""
-    assert main_explain([str(tmp_path)]) == 2
+    assert main(["explain", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
 
 
 def test_main_explain_bad_arguments_exit_2(binaries: dict[str, Path | str],
                                            capsys: pytest.CaptureFixture[str]) -> None:
     path = str(binaries["goarm6"])
-    assert main_explain([path, "--image", "ubuntu"]) == 2
+    assert main(["explain", path, "--image", "ubuntu"]) == 2
     assert "unknown image 'ubuntu'" in capsys.readouterr().err
-    assert main_explain([path, "--profile", "pi9"]) == 2
+    assert main(["explain", path, "--profile", "pi9"]) == 2
     assert "unknown profile 'pi9'" in capsys.readouterr().err
-    assert main_explain([]) == 2
+    assert main(["explain"]) == 2
     assert "Traceback" not in capsys.readouterr().err

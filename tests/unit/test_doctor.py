@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from xarch import doctor, matrix, platforms, toolchain
+from xarch import cli, doctor, doctor_binfmt, matrix, platforms, toolchain
 from xarch.doctor import Check, required_for_plan, run_checks
 from xarch.errors import ConfigError, InfraError
 from xarch.plan import Plan
@@ -75,7 +75,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(toolchain, "go_version", lambda: "go1.27.3")
     monkeypatch.setattr(doctor, "ZIG_ARGV", ("/nonexistent/zig-version",))
     monkeypatch.setattr(doctor, "PROC_SYS", tmp_path / "proc-sys")
-    monkeypatch.setattr(doctor, "BINFMT_D", tmp_path / "binfmt.d")
+    monkeypatch.setattr(doctor_binfmt, "BINFMT_D", tmp_path / "binfmt.d")
     monkeypatch.setattr(doctor, "BINFMT_DIR", tmp_path / "no-binfmt")
     monkeypatch.setattr(platforms, "host_goarch", lambda: "amd64")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -449,7 +449,7 @@ def test_preflight_docker_does_not_need_binfmt(plan_of: Callable[[str], Plan], f
         doctor.preflight(plan, "docker")
 
 
-# -- main_doctor ----------------------------------------------------------------------------------
+# -- xrun doctor ----------------------------------------------------------------------------------
 
 @pytest.fixture
 def complete(fakebin: Bin, monkeypatch: pytest.MonkeyPatch) -> Bin:
@@ -462,14 +462,14 @@ def complete(fakebin: Bin, monkeypatch: pytest.MonkeyPatch) -> Bin:
 
 
 def test_main_exit_0_when_the_local_essentials_are_there(complete: Bin, capsys: pytest.CaptureFixture[str]) -> None:
-    assert doctor.main_doctor([]) == 0
+    assert cli.main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "qemu-aarch64-static" in out and "everything the local engine needs is here" in out
 
 
 def test_main_exit_3_when_something_needed_is_missing(complete: Bin, capsys: pytest.CaptureFixture[str]) -> None:
     (complete.dir / "bwrap").unlink()
-    assert doctor.main_doctor([]) == 3
+    assert cli.main(["doctor"]) == 3
     out = capsys.readouterr().out
     assert "FAIL" in out and "sudo apt-get install bubblewrap" in out and "missing: bubblewrap" in out
 
@@ -479,8 +479,8 @@ def test_main_with_a_matrix_checks_only_what_it_needs(complete: Bin, tmp_path: P
     (complete.dir / "qemu-s390x-static").unlink()
     m = tmp_path / "m.yaml"
     m.write_text("name: app\ntargets: [linux/arm64]\nimages: [scratch]\n")
-    assert doctor.main_doctor([]) == 3                 # without a matrix every emulator counts
-    assert doctor.main_doctor([str(m), "--json"]) == 0
+    assert cli.main(["doctor"]) == 3                 # without a matrix every emulator counts
+    assert cli.main(["doctor", str(m), "--json"]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[out.index('{\n  "engine"'):])
     assert report["ok"] is True and report["engine"] == "local" and report["matrix"] == str(m)
@@ -493,7 +493,7 @@ def test_main_docker_engine_without_daemon_exits_3(complete: Bin, tmp_path: Path
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     m = tmp_path / "m.yaml"
     m.write_text("name: app\ntargets: [linux/amd64/v2]\nimages: [scratch]\n")
-    assert doctor.main_doctor([str(m), "--engine", "docker", "--json"]) == 3
+    assert cli.main(["doctor", str(m), "--engine", "docker", "--json"]) == 3
     report = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in report["checks"] if c["status"] == "FAIL"] == ["docker"]
 
@@ -502,7 +502,7 @@ def test_main_bad_matrix_and_bad_options_are_config_errors(complete: Bin, tmp_pa
     m = tmp_path / "m.yaml"
     m.write_text("name: app\ntargets: [linux/arm/v9]\n")
     with pytest.raises(ConfigError, match="unknown variant 'v9'") as e:
-        doctor.main_doctor([str(m)])
+        cli.dispatch(["doctor", str(m)])
     assert e.value.exit_code == 2
     with pytest.raises(ConfigError, match="invalid choice"):
-        doctor.main_doctor(["--engine", "podman"])
+        cli.dispatch(["doctor", "--engine", "podman"])

@@ -14,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import FIXTURES, ROOT, build_goreleaser_binaries
-from xarch import gha, goreleaser, merge
+from xarch import cli, gha, goreleaser, merge
 from xarch.errors import ConfigError
 
 REPORTS = FIXTURES / "reports"
@@ -151,13 +151,13 @@ def test_main_report_writes_every_format_and_exits_like_run(tmp_path: Path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     ok = _write_shards(tmp_path, load("passing"), 3)
-    assert merge.main_report(["merge", *ok, "--json", "m.json", "--junit", "m.xml", "--html", "m.html"]) == 0
+    assert cli.main(["report", "merge", *ok, "--json", "m.json", "--junit", "m.xml", "--html", "m.html"]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["summary"]["cells"] == 7 and m["summary"]["xfail"] == 1
     assert (tmp_path / "m.xml").read_text().startswith("<?xml") and "<html" in (tmp_path / "m.html").read_text()
     assert "merged 3 reports: 7 cells" in capsys.readouterr().out
     bad = _write_shards(tmp_path, load("failing"), 2)
-    assert merge.main_report(["merge", *bad, "--json", "f.json"]) == 1
+    assert cli.main(["report", "merge", *bad, "--json", "f.json"]) == 1
     assert "linux/arm/v7:scratch:pi-zero unsupported-cpu\n    fix: " in capsys.readouterr().out
 
 
@@ -166,17 +166,17 @@ def test_main_report_bad_input_exits_2_naming_the_file(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     good = _write_shards(tmp_path, load("passing"), 2)
-    assert merge.main_report(["merge", good[0], "missing.json", "--json", "o.json"]) == 2
+    assert cli.main(["report", "merge", good[0], "missing.json", "--json", "o.json"]) == 2
     assert "missing.json: no such file" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text('{"version": 1, "cells": [')
-    assert merge.main_report(["merge", "broken.json", "--json", "o.json"]) == 2
+    assert cli.main(["report", "merge", "broken.json", "--json", "o.json"]) == 2
     assert "broken.json:1: not valid JSON" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"hello": "world"}')
-    assert merge.main_report(["merge", "other.json", "--json", "o.json"]) == 2
+    assert cli.main(["report", "merge", "other.json", "--json", "o.json"]) == 2
     assert "other.json: not an xrun JSON report" in capsys.readouterr().err
-    assert merge.main_report(["merge", *good, "--shards", "3", "--json", "o.json"]) == 2
+    assert cli.main(["report", "merge", *good, "--shards", "3", "--json", "o.json"]) == 2
     assert "expected 3 shard reports, got 2" in capsys.readouterr().err
-    assert merge.main_report(["merge", "--json", "o.json"]) == 2
+    assert cli.main(["report", "merge", "--json", "o.json"]) == 2
     assert not (tmp_path / "o.json").exists()
 
 
@@ -200,7 +200,7 @@ def test_main_report_under_github_actions_writes_the_summary_and_annotations(
     monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path))
     full = load("failing")
     shards = _write_shards(tmp_path, full, 3)
-    assert merge.main_report(["merge", *reversed(shards), "--json", "m.json"]) == 1
+    assert cli.main(["report", "merge", *reversed(shards), "--json", "m.json"]) == 1
     m = json.loads((tmp_path / "m.json").read_text())
     assert [c["id"] for c in m["cells"]] == [c["id"] for c in full["cells"]]
     assert [b["target"] for b in m["builds"]] == [b["target"] for b in full["builds"]]
@@ -290,17 +290,17 @@ def test_native_arm_puts_all_arm_shards_on_arm_runners(tmp_path: Path) -> None:
 
 def test_gha_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     m = _matrix(tmp_path, "[linux/amd64, linux/arm64]")
-    assert gha.main_gha([m, "--shards", "2", "--native-arm"]) == 0
+    assert cli.main(["gha", m, "--shards", "2", "--native-arm"]) == 0
     wf = _yaml(capsys.readouterr().out)
     assert [x["runner"] for x in wf["jobs"]["xarch"]["strategy"]["matrix"]["include"]] == [
         "ubuntu-24.04", "ubuntu-24.04-arm"]
-    assert gha.main_gha([m, "--shards", "3"]) == 2
+    assert cli.main(["gha", m, "--shards", "3"]) == 2
     assert "more than the matrix's 2 cells" in capsys.readouterr().err
-    assert gha.main_gha([m, "--shards", "0"]) == 2
-    assert gha.main_gha([str(tmp_path / "nope.yaml")]) == 2
+    assert cli.main(["gha", m, "--shards", "0"]) == 2
+    assert cli.main(["gha", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such file" in capsys.readouterr().err
     out = tmp_path / ".github" / "workflows" / "xarch.yml"
-    assert gha.main_gha([m, "-o", str(out)]) == 0
+    assert cli.main(["gha", m, "-o", str(out)]) == 0
     assert _yaml(out.read_text())["jobs"]["xarch"]["strategy"]["matrix"]["include"][0]["shard"] == "1/1"
 
 

@@ -1,0 +1,41 @@
+"""`xrun exec [--image I] [--profile P] [--timeout S] BINARY ARGS...`: runner/execwrap.py as a command
+(a `go test -exec` wrapper); the binary's exit status is the command's."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import Subparsers
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "exec", help="run a binary in one cell (a `go test -exec` wrapper)",
+        description="Run a binary in one xarch cell (a `go test -exec` wrapper).")
+    p.add_argument("--image", default="scratch", help="runtime image (default scratch)")
+    p.add_argument("--profile", default="baseline",
+                   help="CPU profile: baseline, host, a hardware profile (pi-zero, ...) or a qemu model")
+    p.add_argument("--timeout", type=float, default=None, help="seconds; the whole process tree is killed")
+    p.add_argument("--install-wrappers", metavar="DIR",
+                   help="write go_linux_<arch>_exec wrappers (with these options) into DIR and exit")
+    p.add_argument("binary", nargs="?")
+    # everything after BINARY is the binary's, its own flags included
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(run=run)
+    return p
+
+
+def run(ns: argparse.Namespace) -> int:
+    from ..execwrap import install_wrappers, run_in_cell
+
+    opts = ["--image", ns.image, "--profile", ns.profile] + (
+        ["--timeout", str(ns.timeout)] if ns.timeout else [])
+    if ns.install_wrappers:
+        for w in install_wrappers(Path(ns.install_wrappers), opts):
+            print(w)
+        return 0
+    if not ns.binary:
+        raise ConfigError("needs a BINARY to run", file="command line", key="xrun exec")
+    return run_in_cell(ns.binary, ns.args, image=ns.image, profile=ns.profile, timeout=ns.timeout)

@@ -1,0 +1,42 @@
+"""`xrun explain BINARY [--image I]... [--profile P]... [--json]`: print runner/explain.py's prediction;
+0, or 2 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import XarchError
+from ..explain import DEFAULT_IMAGES, DEFAULT_PROFILES
+from ..output.text import plain
+from . import Subparsers
+
+
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "explain", plain_errors=True, help="say what a built binary is and which images and CPUs will run it",
+        description="Say what a built binary is and predict, without running it, whether each image and "
+                    "CPU profile will run it.")
+    p.add_argument("binary", help="the file to explain")
+    p.add_argument("--image", action="append", metavar="I",
+                   help=f"an image to predict for (repeatable; default: {', '.join(DEFAULT_IMAGES)})")
+    p.add_argument("--profile", action="append", metavar="P",
+                   help="a CPU profile: baseline, host, a hardware profile or a qemu model (repeatable; "
+                        "default: baseline)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(ns: argparse.Namespace) -> int:
+    from ..explain import explain, render_text
+
+    try:
+        result = explain(Path(ns.binary), ns.image or DEFAULT_IMAGES, ns.profile or DEFAULT_PROFILES)
+    except XarchError as e:
+        print(f"xrun: {plain(e)}", file=sys.stderr)
+        return e.exit_code
+    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else plain(render_text(result)))
+    return 0
