@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import stat
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,19 +86,14 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
         # stdio is inherited: the test binary's output streams through as it happens
         try:
             with cell_limits(run.limits) as lim:
-                child = subprocess.Popen(prep.argv, start_new_session=False, pass_fds=prep.fds,
-                                         preexec_fn=lim.preexec)
                 try:
-                    rc = child.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+                    rc, timed_out = proc.run_attached(prep.argv, timeout=timeout, preexec_fn=lim.preexec,
+                                                      pass_fds=prep.fds)
+                except KeyboardInterrupt:
+                    return 130
+                if timed_out:
                     sys.stderr.write(f"xrun exec: timeout after {timeout:g}s in {cell.id}; killed\n")
                     return 124
-                except KeyboardInterrupt:
-                    child.kill()
-                    child.wait()
-                    return 130
                 outcome = lim.outcome()
         finally:
             prep.close()

@@ -173,6 +173,30 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
                   time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped), limited.is_set())
 
 
+def run_attached(argv: Sequence[str], *, timeout: float | None = None,
+                 preexec_fn: Callable[[], None] | None = None, pass_fds: Sequence[int] = ()) -> tuple[int, bool]:
+    """Run argv with this process's stdin/stdout/stderr (`xrun exec`: a test's output streams through
+    as it happens) in its own session; (returncode, timed_out). Ctrl-C and the timeout kill its tree."""
+    if _stopping.is_set():
+        raise Stopped("xrun is stopping")
+    proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
+    with _live_lock:
+        _live.add(proc)
+    try:
+        try:
+            return proc.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            kill_tree(proc)
+            return proc.wait(), True
+        except BaseException:
+            kill_tree(proc)
+            proc.wait()
+            raise
+    finally:
+        with _live_lock:
+            _live.discard(proc)
+
+
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group the child leads (it was started in a new session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
