@@ -19,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
 from .errors import ConfigError, read_text
+from .model import CELL_VERDICTS
 from .plan import (
     REPRO_OUTPUT,
     BuildJob,
@@ -36,9 +37,6 @@ from .toolchain import zig_cpu_flags, zig_triple
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
-CELL_VERDICTS = ("ok", "exit-status", "wrong-output", "exec-format-error", "missing-loader",
-                 "missing-library", "unsupported-cpu", "emulation-unsupported", "crashed", "timeout",
-                 "not-runnable", "infra-error")
 IMAGES_DIR = paths.images_dir()
 
 _TOP_KEYS = ("name", "project", "package", "build", "targets", "images", "profiles", "run",

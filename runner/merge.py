@@ -17,8 +17,11 @@ from . import model
 from .errors import ConfigError, read_text
 
 # The worse of two disagreeing build verdicts wins; anything unknown counts as worst.
-BUILD_SEVERITY = {"ok": 0, "artifact-mismatch": 1, "build-failed": 2}
-_UNKNOWN_SEVERITY = 3
+
+
+def _severity(verdict: str) -> int:
+    v = model.Verdicts.get(verdict)
+    return v.severity if v else 3
 
 
 def summary(builds: Sequence[Mapping[str, Any]], cells: Sequence[Mapping[str, Any]],
@@ -66,7 +69,7 @@ def _ordered(keys: list[str], order: Sequence[str] | None) -> list[str]:
 def _merge_build(copies: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """One target built by several shards: identical verdicts keep the first, else the worst wins."""
     worst = max((b for _, b in copies),
-                key=lambda b: BUILD_SEVERITY.get(str(b.get("verdict")), _UNKNOWN_SEVERITY))
+                key=lambda b: _severity(str(b.get("verdict"))))
     out = dict(worst)
     verdicts = {str(b.get("verdict")) for _, b in copies}
     if len(verdicts) > 1:

@@ -14,10 +14,75 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from .artifact import ArtifactFacts
 from .proc import TAIL_BYTES
+
+
+class Verdicts(StrEnum):
+    """Every verdict name (contract §2), with the facts each view needs: the one vocabulary.
+
+    The matrix's xfail accepts the cell verdicts but ok; the console colours, the HTML page groups
+    by category and the merge ranks builds by severity, all from here.
+    """
+
+    OK = "ok"
+    EXIT_STATUS = "exit-status"
+    WRONG_OUTPUT = "wrong-output"
+    EXEC_FORMAT_ERROR = "exec-format-error"
+    MISSING_LOADER = "missing-loader"
+    MISSING_LIBRARY = "missing-library"
+    UNSUPPORTED_CPU = "unsupported-cpu"
+    EMULATION_UNSUPPORTED = "emulation-unsupported"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    NOT_RUNNABLE = "not-runnable"
+    INFRA_ERROR = "infra-error"
+    BUILD_FAILED = "build-failed"           # builds only
+    ARTIFACT_MISMATCH = "artifact-mismatch"  # builds only
+
+    @property
+    def for_builds(self) -> bool:
+        return self in (Verdicts.OK, Verdicts.BUILD_FAILED, Verdicts.ARTIFACT_MISMATCH)
+
+    @property
+    def for_cells(self) -> bool:
+        return self not in (Verdicts.BUILD_FAILED, Verdicts.ARTIFACT_MISMATCH)
+
+    @property
+    def category(self) -> str:
+        """The colour family of the HTML grid: ok, cpu, format, emu, skip or fail."""
+        return _CATEGORY.get(self, "fail")
+
+    @property
+    def color(self) -> str:
+        """The console's rich style."""
+        return _COLOR.get(self, "red")
+
+    @property
+    def severity(self) -> int:
+        """How bad a build verdict is (the merge keeps the worst copy of a target's build)."""
+        return {Verdicts.OK: 0, Verdicts.ARTIFACT_MISMATCH: 1, Verdicts.BUILD_FAILED: 2}.get(self, 3)
+
+    @classmethod
+    def get(cls, name: str) -> Verdicts | None:
+        try:
+            return cls(name)
+        except ValueError:
+            return None
+
+
+_CATEGORY = {Verdicts.OK: "ok", Verdicts.UNSUPPORTED_CPU: "cpu", Verdicts.EXEC_FORMAT_ERROR: "format",
+             Verdicts.MISSING_LOADER: "format", Verdicts.MISSING_LIBRARY: "format",
+             Verdicts.ARTIFACT_MISMATCH: "format", Verdicts.EMULATION_UNSUPPORTED: "emu",
+             Verdicts.NOT_RUNNABLE: "skip"}
+_COLOR = {Verdicts.OK: "green", Verdicts.EXEC_FORMAT_ERROR: "magenta", Verdicts.MISSING_LOADER: "magenta",
+          Verdicts.MISSING_LIBRARY: "magenta", Verdicts.ARTIFACT_MISMATCH: "magenta",
+          Verdicts.UNSUPPORTED_CPU: "yellow", Verdicts.EMULATION_UNSUPPORTED: "blue",
+          Verdicts.NOT_RUNNABLE: "dim", Verdicts.INFRA_ERROR: "bold red", Verdicts.BUILD_FAILED: "bold red"}
+CELL_VERDICTS = tuple(str(v) for v in Verdicts if v.for_cells)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..model import Verdicts
 from ..pipeline import Progress as ProgressFn
 from ..pipeline import RunResult
 from ..plan import Plan
 from .text import safe
-
-COLORS = {"ok": "green", "xfail": "cyan", "exit-status": "red", "wrong-output": "red",
-          "exec-format-error": "magenta", "missing-loader": "magenta", "missing-library": "magenta",
-          "unsupported-cpu": "yellow", "emulation-unsupported": "blue", "crashed": "red",
-          "timeout": "red", "not-runnable": "dim", "infra-error": "bold red",
-          "build-failed": "bold red", "artifact-mismatch": "magenta"}
 
 
 @contextmanager
@@ -38,7 +33,8 @@ def progress(console: Console, plan: Plan) -> Iterator[ProgressFn]:
 def _label(verdict: str, xfail: str | None, passed: bool) -> str:
     if xfail and passed:
         return f"[cyan]xfail[/] [dim]({safe(verdict)})[/]"
-    color = COLORS.get(verdict, "white")
+    v = Verdicts.get(verdict)
+    color = v.color if v else "white"
     mark = "" if passed else " ✗"
     return f"[{color}]{safe(verdict)}{mark}[/]"
 

@@ -17,18 +17,6 @@ from .junit import exit_status_text
 TEMPLATE = "report.html.j2"
 
 # Colour families, the same ones the console grid uses, so a reader moving between them is not misled.
-CATEGORY = {
-    "ok": "ok",
-    "unsupported-cpu": "cpu",
-    "exec-format-error": "format", "missing-loader": "format", "missing-library": "format",
-    "artifact-mismatch": "format",
-    "emulation-unsupported": "emu",
-    "not-runnable": "skip",
-    "exit-status": "fail", "wrong-output": "fail", "crashed": "fail", "timeout": "fail",
-    "infra-error": "fail", "build-failed": "fail",
-}
-
-
 @dataclass(frozen=True)
 class CellView:
     """One grid square and its evidence card."""
@@ -45,7 +33,8 @@ def category(verdict: str, passed: bool, xfail: str | None) -> str:
     """The colour family of a verdict; an xfail that held is its own (teal), any other miss is red at least."""
     if xfail and passed:
         return "xfail"
-    cat = CATEGORY.get(verdict, "fail")
+    v = model.Verdicts.get(verdict)
+    cat = v.category if v else "fail"
     # an unexpected ok of an xfail cell fails the run, so it must not look green
     return "fail" if cat == "ok" and not passed else cat
 

@@ -114,3 +114,19 @@ def test_no_module_is_over_800_lines() -> None:
     big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert big == {}
+
+
+def test_every_verdict_the_code_names_is_in_the_one_vocabulary() -> None:
+    """classify, build and pipeline name verdicts as strings: each must be a model.Verdicts member,
+    which is where the console's colours, the page's categories and the merge's severities live."""
+    import re
+
+    from xarch.model import CELL_VERDICTS, Verdicts
+
+    named = set()
+    for p in PKG.rglob("*.py"):
+        named |= set(re.findall(r'Verdict\(\s*"([a-z-]+)"', p.read_text()))
+        named |= set(re.findall(r'verdict\s*=\s*"([a-z-]+)"', p.read_text()))
+    assert named and named <= {str(v) for v in Verdicts}, named - {str(v) for v in Verdicts}
+    assert CELL_VERDICTS[0] == "ok" and "build-failed" not in CELL_VERDICTS
+    assert Verdicts("missing-loader").category == "format" and Verdicts("build-failed").severity == 2
