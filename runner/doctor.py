@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from . import platforms, proc, toolchain
+from . import install, platforms, proc, toolchain
 from .doctor_binfmt import (
     BINFMT_DIR,
     NO_HANDLER,
@@ -51,9 +51,9 @@ QEMU_PIE_FIXED = (9, 2, 2)                   # qemu's own fix for the non-PIE cr
 ZIG_ARGV: tuple[str, ...] = (sys.executable, "-m", "ziglang", "version")
 PROBE_TIMEOUT = 20.0
 
-DOCKER_FIX = "sudo apt-get install docker.io"
-WINE_FIX = "sudo apt-get install wine wine64"
-NODE_FIX = "sudo apt-get install nodejs"
+DOCKER_FIX = install.DOCKER
+WINE_FIX = install.WINE
+NODE_FIX = install.NODE
 USERNS_FIX = ("sudo sysctl -w kernel.unprivileged_userns_clone=1; on Ubuntu 24.04+ also "
               "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
 

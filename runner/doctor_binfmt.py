@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import platforms
+from . import install, platforms
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_D = Path("/usr/lib/binfmt.d")        # where Debian's qemu-user-static keeps its registrations
 BINFMT_IMAGE = "tonistiigi/binfmt:qemu-v9.2.2-52"
-QEMU_FIX = "sudo apt-get install qemu-user-static"
+QEMU_FIX = install.QEMU
 MOUNT_FIX = "sudo mount -t binfmt_misc binfmt_misc {dir}"
 NO_HANDLER = "no handler registered"
 

@@ -16,10 +16,10 @@ import os
 import stat
 from pathlib import Path
 
-from .. import platforms, proc
+from .. import install, platforms, proc
 from ..errors import InfraError
 
-QEMU_FIX = ("install the qemu-user emulators: `sudo apt-get install qemu-user-static` (Debian/Ubuntu); "
+QEMU_FIX = (f"install the qemu-user emulators: `{install.QEMU}` (Debian/Ubuntu); "
             "xrun runs qemu-<arch>-static itself and does not need binfmt_misc")
 REINSTALL_FIX = "reinstall it: `sudo apt-get install --reinstall {pkg}`"
 DPKG_INFO = Path("/var/lib/dpkg/info")

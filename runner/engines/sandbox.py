@@ -24,10 +24,10 @@ import json
 import os
 from collections.abc import Mapping
 
-from .. import platforms, proc
+from .. import install, platforms, proc
 
-BWRAP_FIX = "install bubblewrap: `sudo apt-get install bubblewrap`"
-SECCOMP_FIX = "install libseccomp: `sudo apt-get install libseccomp2` (xarch loads it through pyseccomp)"
+BWRAP_FIX = f"install bubblewrap: `{install.BWRAP}`"
+SECCOMP_FIX = f"install libseccomp: `{install.LIBSECCOMP}` (xarch loads it through pyseccomp)"
 
 # Refused with EPERM (docker's default profile refuses these or lets only CAP_SYS_ADMIN holders call them).
 DENY_EPERM = (

@@ -14,7 +14,7 @@ import requests
 from docker.errors import APIError, NotFound
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from ... import proc
+from ... import install, proc
 from ...plan import Cell
 from ..launch import APP_IN_ROOT, QEMU_IN_ROOT
 
@@ -31,7 +31,7 @@ WAIT_SLICE_S = 0.5                  # how often a waiting cell looks at Ctrl-C
 
 DAEMON_FIX = ("start the docker daemon: `sudo systemctl start docker` (or `sudo dockerd &` where systemd "
               "is not running), or use --engine local")
-INSTALL_FIX = ("install docker: `sudo apt-get install docker.io` and start it with `sudo systemctl start "
+INSTALL_FIX = (f"install docker: `{install.DOCKER}` and start it with `sudo systemctl start "
                "docker` (or `sudo dockerd &`), or use --engine local")
 
 OCI = ("OCI runtime exec failed", "OCI runtime create failed", "OCI runtime start failed")

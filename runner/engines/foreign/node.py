@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ... import proc
+from ... import install, proc
 from ...artifact import ArtifactFacts
 from ...binfmt import go_minor, wasm_go_version
 from ...errors import InfraError
@@ -27,7 +27,7 @@ from ...toolchain import go_bin_dir
 from .. import sandbox
 from .common import BWRAP_FIX, SANDBOX_DIR, bwrap_base, cell_env, run_sandboxed, version_of
 
-NODE_FIX = "install Node.js 18 or newer: `sudo apt-get install -y nodejs` (Debian/Ubuntu)"
+NODE_FIX = f"install Node.js 18 or newer: `{install.NODE}` (Debian/Ubuntu)"
 
 WASI_RUNNER = """\
 // xarch: run a wasip1 module under node's WASI; the exit status is the module's proc_exit code.

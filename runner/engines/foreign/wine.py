@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import paths, proc
+from ... import install, paths, proc
 from ...artifact import ArtifactFacts
 from ...binfmt import pe_machine
 from ...binfmt.writers import forwarder_dll
@@ -30,11 +30,8 @@ from ...plan import Cell, Limits, RunSpec
 from .. import sandbox
 from .common import DEFAULT_PATH, bwrap_base, cell_env, run_sandboxed, version_of
 
-WINE_FIX = ("install wine: `sudo apt-get install -y --no-install-recommends wine wine64` (Debian/Ubuntu; "
-            "windows/386 also needs `sudo dpkg --add-architecture i386 && sudo apt-get update && "
-            "sudo apt-get install -y --no-install-recommends wine32:i386`)")
-WINE32_FIX = ("install 32-bit wine: `sudo dpkg --add-architecture i386 && sudo apt-get update && "
-              "sudo apt-get install -y --no-install-recommends wine32:i386`")
+WINE_FIX = f"install wine: `{install.WINE}` (Debian/Ubuntu; windows/386 also needs `{install.WINE32}`)"
+WINE32_FIX = f"install 32-bit wine: `{install.WINE32}`"
 WINE_ARCHES = ("amd64", "386")      # what wine on an x86-64 host executes
 
 # Go 1.24+ needs bcryptprimitives.dll!ProcessPrng, which Wine added only in 8.13 (see forwarder_dll)
