@@ -97,7 +97,7 @@ def test_resource_limits_end_as_verdicts(xrun_matrix, request, engine, mode, arg
         targets: [linux/amd64]
         images: [scratch]
         profiles: [baseline, host]
-        run: {{args: {args!r}, timeout: 60, limits: {limits}, expect: {{exit: 0}}}}
+        run: {{args: {args!r}, timeout: 20, limits: {limits}, expect: {{exit: 0}}}}
     """, *eargs, env=env)
     assert r.rc == 1, r.out + r.err
     for cell in r.report["cells"]:
