@@ -21,6 +21,7 @@ from elftools.elf.segments import NoteSegment
 
 from . import platforms
 from .artifact import ArtifactFacts, inspect, loader_present
+from .classify import advice
 from .errors import ConfigError, UnknownImage
 from .rootfs import ImageDef, ImageStore, load_definitions
 from .rootfs.apt_sources import host_apt_sources, host_suite
@@ -323,14 +324,9 @@ def _fail(verdict: str, reason: str, fix: str | None, **extra: Any) -> dict[str,
 
 def _loader_fix(b: _Binary, interp: str, providers: list[str]) -> str:
     """What to change when the image lacks the loader (same advice as the missing-loader verdict)."""
-    where = (f"ship it in an image that has {interp}: {', '.join(providers)}" if providers
-             else f"ship it in an image that has {interp}")
     bi = b.facts.build
-    if bi is not None and bi.setting("CGO_ENABLED") == "1":
-        return f"build with CGO_ENABLED=0 (a static pure-Go binary needs no loader), or {where}"
-    if bi is not None and bi.setting("-buildmode") == "pie":
-        return f"drop -buildmode=pie (or link it statically), or {where}"
-    return f"link statically, or {where}"
+    return advice.loader_fix(interp, bi is not None and bi.setting("CGO_ENABLED") == "1",
+                             bi is not None and bi.setting("-buildmode") == "pie", ", ".join(providers))
 
 
 def _predict_image(b: _Binary, name: str, view: _ImageView | None, providers: list[str]) -> dict[str, Any]:
@@ -419,10 +415,9 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
     if m.level is None or (b.level and a.level_index(b.level) > a.level_index(m.level)):
         runs = f"runs up to {a.goarch} {m.level}" if m.level else f"cannot run Go {a.goarch} binaries"
         if m.level and a.level_var:
-            fix = (f"build for what {name} ({model}) can run: target linux/{a.goarch}/{m.level} "
-                   f"({a.level_var}={a.env_value(m.level)})")
+            fix = advice.build_for_model(name, model, "linux", a, m.level)
         else:
-            fix = f"drop the {name} profile for {a.goarch}: {model} runs no Go {a.goarch} level"
+            fix = advice.no_level_for_model(name, model, a)
         return _fail("unsupported-cpu", f"{b.level_text} needs {a.goarch} {b.level}; {model} {runs}", fix,
                      profile=name, cpu=model)
     if (gap := _tcg_gap(a, model, b.level, name)) is not None:

@@ -13,6 +13,7 @@ from ..artifact import ArtifactFacts
 from ..model import Evidence, Verdict
 from ..plan import Cell, Expect
 from ..proc import signame
+from . import advice
 from .foreign import foreign_verdict
 
 _GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
@@ -53,15 +54,11 @@ def _first(text: str, needle: str) -> str:
     return needle
 
 
-def _level_var_value(a: platforms.Arch, level: str) -> str:
-    return f"{a.level_var}={a.env_value(level)}" if a.level_var else level
-
-
 def _mismatch_fix(cell: Cell, facts: ArtifactFacts) -> str:
     a = cell.target.facts
     want = f"GOOS={cell.target.os} GOARCH={cell.target.arch}"
     if cell.target.variant and a.level_var:
-        want += f" {_level_var_value(a, cell.target.variant)}"
+        want += f" {advice.level_setting(a, cell.target.variant)}"
     return (f"make the build produce a {cell.target.spec} binary ({want}); check build.env, the target's "
             "env and the build command for a hard-coded GOARCH or a prebuilt file")
 
@@ -85,14 +82,13 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
             f"when this machine has the features), or drop the {prof} profile for this target "
             "(or list the cell under xfail with verdict emulation-unsupported)")
     if model and model.level and model.level in a.levels:
-        fix = (f"build for what {prof} ({cell.cpu}) can run: target {cell.target.os}/{a.goarch}/{model.level} "
-               f"({_level_var_value(a, model.level)})")
+        fix = advice.build_for_model(prof, cell.cpu, cell.target.os, a, model.level)
         if built and a.level_index(built) > a.level_index(model.level):
             fix += f" instead of {built}; keep a separate {built} artifact only for machines you know have it"
     elif a.levels:
         lower = a.levels[max(0, a.level_index(built) - 1)]
         fix = (f"build for an older level that {cell.cpu} implements, e.g. {cell.target.os}/{a.goarch}/{lower} "
-               f"({_level_var_value(a, lower)}), or drop the {prof} profile if you do not ship to that CPU")
+               f"({advice.level_setting(a, lower)}), or drop the {prof} profile if you do not ship to that CPU")
     else:
         fix = f"this {a.goarch} CPU model cannot run Go binaries; profile {prof} should name a newer model"
     lvl = f"{a.level_var}={facts.build.setting(a.level_var)}" if (
@@ -131,13 +127,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         why = ("cgo is on (CGO_ENABLED=1), so the binary links the C library dynamically" if cgo == "1"
                else "it was built with -buildmode=pie, which needs a loader even with CGO_ENABLED=0" if pie
                else "it is dynamically linked")
-        if cgo == "1":
-            fix = (f"build with CGO_ENABLED=0 (a static pure-Go binary needs no loader; os/user and the DNS "
-                   f"resolver then use Go's own code), or ship it in an image that has {interp}: {img}")
-        elif pie:
-            fix = f"drop -buildmode=pie (or link it statically), or ship it in an image that has {interp}: {img}"
-        else:
-            fix = f"link statically, or ship it in an image that has {interp}: {img}"
+        fix = advice.loader_fix(interp, cgo == "1", pie, img)
         return Verdict("missing-loader",
                        f"the ELF names the dynamic loader {interp} (PT_INTERP) and image {cell.image} has no such "
                        f"file; {why}. The kernel and docker report this as 'no such file or directory'.", fix)

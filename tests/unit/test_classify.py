@@ -176,3 +176,19 @@ def test_scratch_semantics_keep_the_verdict_and_name_the_file(stderr, needle):
     c = cell("linux/arm64", "cortex-a53", "baseline")
     v = verdict(c, ev(c, facts("arm64", "GOARM64", "v8.0"), exit_code=1, stderr=stderr + "\n"))
     assert v.verdict == "exit-status" and needle in v.fix
+
+
+def test_explain_predicts_the_fix_the_verdict_gives():
+    """explain and classify take their fix texts from classify.advice: the same words for the same cause."""
+    from xarch import platforms
+    from xarch.classify import advice
+
+    c = cell("linux/arm/v7", "arm1176", "pi-zero")
+    v = verdict(c, ev(c, facts(), signal=4, stderr="qemu: uncaught target signal 4 (Illegal instruction)"))
+    assert v.verdict == "unsupported-cpu"
+    assert v.fix.startswith(advice.build_for_model("pi-zero", "arm1176", "linux", platforms.arch("arm"), "v6"))
+    c = cell("linux/amd64", "qemu64", "baseline")
+    v = verdict(c, ev(c, facts("amd64", "GOAMD64", "v1", interp="/lib64/ld-linux-x86-64.so.2", CGO_ENABLED="1"),
+                      ran=False, loader_missing="/lib64/ld-linux-x86-64.so.2"))
+    assert v.verdict == "missing-loader"
+    assert v.fix == advice.loader_fix("/lib64/ld-linux-x86-64.so.2", True, False, "distroless-base (glibc)")
