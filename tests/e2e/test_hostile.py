@@ -33,6 +33,12 @@ def _engine_args(engine: str, mode: str | None, request: pytest.FixtureRequest) 
     return [], {}
 
 
+def _hostile(xrun_matrix, run: str, profiles: str, *args: str, env: dict[str, str] | None = None):
+    """Run the hostile fixture for linux/amd64 in scratch with this `run:` mapping."""
+    return xrun_matrix(f"name: hostile\nproject: {HOSTILE}\ntargets: [linux/amd64]\nimages: [scratch]\n"
+                       f"profiles: {profiles}\nrun: {run}\n", *args, env=env)
+
+
 def _digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -91,14 +97,8 @@ def test_a_root_cell_cannot_escape(xrun_matrix, request, tmp_path, engine, mode)
 def test_resource_limits_end_as_verdicts(xrun_matrix, request, engine, mode, args, limits, says, key):
     """A fork bomb, a memory hog and an output flood each end as `crashed` naming the limit that held."""
     eargs, env = _engine_args(engine, mode, request)
-    r = xrun_matrix(f"""
-        name: hostile
-        project: {HOSTILE}
-        targets: [linux/amd64]
-        images: [scratch]
-        profiles: [baseline, host]
-        run: {{args: {args!r}, timeout: 20, limits: {limits}, expect: {{exit: 0}}}}
-    """, *eargs, env=env)
+    r = _hostile(xrun_matrix, f"{{args: {args!r}, timeout: 20, limits: {limits}, expect: {{exit: 0}}}}",
+                 "[baseline, host]", *eargs, env=env)
     assert r.rc == 1, r.out + r.err
     for cell in r.report["cells"]:
         assert cell["verdict"] == "crashed", (cell["id"], cell["explanation"])
@@ -110,14 +110,8 @@ def test_resource_limits_end_as_verdicts(xrun_matrix, request, engine, mode, arg
 
 def test_rlimit_fallback_holds_memory_without_cgroups(xrun_matrix):
     """Where no cgroup can be made, RLIMIT_DATA bounds memory and the verdict says it was the rlimit."""
-    r = xrun_matrix(f"""
-        name: hostile
-        project: {HOSTILE}
-        targets: [linux/amd64]
-        images: [scratch]
-        profiles: [baseline, host]
-        run: {{args: [memhog, "3000"], timeout: 60, limits: {{memory: 256m}}, expect: {{exit: 0}}}}
-    """, env={"XARCH_LIMITS": "rlimit"})
+    r = _hostile(xrun_matrix, '{args: [memhog, "3000"], timeout: 60, limits: {memory: 256m}, expect: {exit: 0}}',
+                 "[baseline, host]", env={"XARCH_LIMITS": "rlimit"})
     assert r.rc == 1, r.out + r.err
     for cell in r.report["cells"]:
         assert cell["verdict"] == "crashed", cell
@@ -127,14 +121,8 @@ def test_rlimit_fallback_holds_memory_without_cgroups(xrun_matrix):
 
 def test_expect_stdout_sees_the_whole_output(xrun_matrix):
     """`^BEGIN` matches a first line that is far more than 64 KiB before the end."""
-    r = xrun_matrix(f"""
-        name: hostile
-        project: {HOSTILE}
-        targets: [linux/amd64]
-        images: [scratch]
-        profiles: [host]
-        run: {{args: [long, "20000"], timeout: 60, expect: {{exit: 0, stdout: "^BEGIN\\nline 0 "}}}}
-    """)
+    r = _hostile(xrun_matrix, '{args: [long, "20000"], timeout: 60, expect: {exit: 0, stdout: "^BEGIN\\nline 0 "}}',
+                 "[host]")
     assert r.rc == 0, r.out + r.err
     cell = r.cell("linux/amd64:scratch:host")
     assert cell["verdict"] == "ok"
@@ -144,14 +132,7 @@ def test_expect_stdout_sees_the_whole_output(xrun_matrix):
 
 
 def test_a_failure_reported_on_stdout_is_quoted(xrun_matrix):
-    r = xrun_matrix(f"""
-        name: hostile
-        project: {HOSTILE}
-        targets: [linux/amd64]
-        images: [scratch]
-        profiles: [host]
-        run: {{args: [stdoutfail], timeout: 60, expect: {{exit: 0}}}}
-    """)
+    r = _hostile(xrun_matrix, "{args: [stdoutfail], timeout: 60, expect: {exit: 0}}", "[host]")
     cell = r.cell("linux/amd64:scratch:host")
     assert cell["verdict"] == "exit-status"
     assert "stdout: 'error: config file /etc/app.toml not found'" in cell["explanation"], cell["explanation"]
@@ -159,14 +140,7 @@ def test_a_failure_reported_on_stdout_is_quoted(xrun_matrix):
 
 def test_escape_sequences_and_markup_from_a_cell_reach_the_console_inert(xrun_matrix):
     """A cell's output cannot erase lines, colour a forged 'ok', set the title, link, or inject markup."""
-    r = xrun_matrix(f"""
-        name: hostile
-        project: {HOSTILE}
-        targets: [linux/amd64]
-        images: [scratch]
-        profiles: [host]
-        run: {{args: [ansi], timeout: 60, expect: {{exit: 0}}}}
-    """)
+    r = _hostile(xrun_matrix, "{args: [ansi], timeout: 60, expect: {exit: 0}}", "[host]")
     assert r.rc == 1, r.err
     console = r.out + r.err
     assert "\x1b" not in console and "\x07" not in console, repr(console[-2000:])
