@@ -204,10 +204,15 @@ class XarchSession:
 
     def core(self) -> Session:
         if self._core is None:
+            from .errors import ConfigError
+            from .matrix import parse_only
             from .session import Session
 
-            self._core = Session(self.matrix_path, self.config.getoption("--xarch-only"),
-                                 self.config.getoption("--xarch-engine"))
+            try:
+                only = [parse_only(s) for s in self.config.getoption("--xarch-only")]
+            except ConfigError as e:
+                raise pytest.UsageError(f"xarch: {e}") from None
+            self._core = Session(self.matrix_path, only, self.config.getoption("--xarch-engine"))
         return self._core
 
     def plan(self) -> Plan:

@@ -7,7 +7,7 @@ share this object, so those rules exist once (the pytest plugin only maps it ont
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import matrix as matrix_mod
@@ -23,11 +23,15 @@ from .plan import Cell, Plan, RunSpec
 class Session:
     """Load and select once; build each target once (on demand); start the engine on first use."""
 
-    def __init__(self, matrix_path: Path, only: Sequence[str] = (), engine: str = "local") -> None:
+    def __init__(self, matrix_path: Path, only: Sequence[tuple[str, str]] = (), engine: str = "local", *,
+                 shard: tuple[int, int] | None = None, prebuilt: Mapping[str, Path] | None = None) -> None:
         self.matrix_path = matrix_path
         self.engine_name = engine
         self._only = tuple(only)
+        self._shard = shard
+        self._prebuilt = prebuilt
         self._plan: Plan | None = None
+        self._checked = False
         self._builds: dict[str, BuildResult] = {}
         self._digest: str | None = None
         self._engine: Engine | None = None
@@ -36,9 +40,15 @@ class Session:
     def plan(self) -> Plan:
         """The selected plan (ConfigError, exit 2, for a bad matrix or selector)."""
         if self._plan is None:
-            plan = matrix_mod.load(self.matrix_path)
-            self._plan = matrix_mod.select(plan, [matrix_mod.parse_only(s) for s in self._only])
+            plan = matrix_mod.load(self.matrix_path, prebuilt=self._prebuilt)
+            self._plan = matrix_mod.select(plan, self._only, self._shard)
         return self._plan
+
+    def preflight(self) -> None:
+        """What the plan needs from this machine, checked once before anything runs (exit 3 naming it)."""
+        if not self._checked:
+            preflight(self.plan(), self.engine_name)
+            self._checked = True
 
     def build(self, cell: Cell) -> BuildResult:
         spec = cell.target.spec
@@ -54,7 +64,7 @@ class Session:
         """The engine and its image roots, started on first use after the same preflight as `xrun run`."""
         if self._engine is None:
             plan = self.plan()
-            preflight(plan, self.engine_name)       # exit 3 naming what is missing, before any cell
+            self.preflight()
             proc.reset()
             eng = make_engine(self.engine_name).__enter__()
             try:

@@ -55,9 +55,8 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
 def run(ns: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .. import matrix as matrix_mod
-    from ..engines import make_engine
     from ..pipeline import RunResult, execute
+    from ..session import Session
 
     console = out_console()
     if ns.jobs < 1:
@@ -73,8 +72,8 @@ def run(ns: argparse.Namespace) -> int:
                                        highlight=False)
         if not prebuilt:
             raise ConfigError("no binary artifact xarch can run", file=ns.from_goreleaser)
-    plan = matrix_mod.load(ns.matrix, prebuilt=prebuilt)
-    plan = matrix_mod.select(plan, ns.only, ns.shard)
+    sess = Session(Path(ns.matrix), ns.only, ns.engine, shard=ns.shard, prebuilt=prebuilt)
+    plan = sess.plan()
     if ns.list:
         for b in plan.builds:
             console.print(safe(f"build {b.target.spec} -> {b.output_rel}: {shlex.join(b.argv)}"), highlight=False)
@@ -84,12 +83,9 @@ def run(ns: argparse.Namespace) -> int:
         return 0
     if not plan.cells and not plan.builds:
         raise ConfigError("no cell is left after --only/--shard", file="command line", key="--only")
-    from ..doctor import preflight
-
-    preflight(plan, ns.engine)   # a missing emulator, sandbox or toolchain fails fast, exit 3
+    sess.preflight()   # a missing emulator, sandbox or toolchain fails fast, exit 3 (the plugin's too)
     from ..output import console as ui
 
-    proc.reset()
     res = RunResult(plan, ns.engine)
     # Ctrl-C and SIGTERM (a CI cancel) only kill the running process trees and set a flag here; the
     # pipeline raises KeyboardInterrupt at a safe point. Raising from the handler itself could land
@@ -100,14 +96,14 @@ def run(ns: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGTERM, on_signal)
     old_int = signal.signal(signal.SIGINT, on_signal)
     try:
-        with make_engine(ns.engine) as engine:
-            engine.preflight(plan.cells)
-            with ui.progress(console, plan) as bar:
-                execute(plan, engine, ns.jobs, bar, res)
+        engine, _roots = sess.engine()
+        with ui.progress(console, plan) as bar:
+            execute(plan, engine, ns.jobs, bar, res)
     except (KeyboardInterrupt, proc.Stopped):
         proc.stop()
         res.interrupted = True
     finally:
+        sess.close()
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
         _write_reports(ns, res)
