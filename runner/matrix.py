@@ -34,6 +34,7 @@ from .plan import (
     size_text,
 )
 from .toolchain import zig_cpu_flags, zig_triple
+from .yamlcheck import did_you_mean, kind_of, line_of, unknown_key
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
@@ -60,20 +61,6 @@ class _Doc:
         return ConfigError(msg, file=self.file, line=line, key=key)
 
 
-def _line(node: Any, key: Any = None) -> int | None:
-    """1-based line of a key in a mapping, an item of a sequence, or the node itself."""
-    try:
-        if key is not None and isinstance(node, CommentedMap):
-            return int(node.lc.key(key)[0]) + 1
-        if key is not None and isinstance(node, CommentedSeq):
-            return int(node.lc.item(key)[0]) + 1
-        if hasattr(node, "lc"):
-            return int(node.lc.line) + 1
-    except (KeyError, IndexError, TypeError, AttributeError):
-        pass
-    return None
-
-
 class _Validator:
     def __init__(self, file: str) -> None:
         self.d = _Doc(file)
@@ -84,22 +71,21 @@ class _Validator:
 
     def mapping(self, node: Any, key: str, line: int | None, allowed: Collection[str]) -> CommentedMap:
         if not isinstance(node, CommentedMap):
-            raise self.d.err(f"must be a mapping, got {_kind(node)}", key, line)
+            raise self.d.err(f"must be a mapping, got {kind_of(node)}", key, line)
         for k in node:
             if k not in allowed:
-                hint = _suggest(str(k), allowed)
-                raise self.d.err(f"unknown key{hint}; allowed: {', '.join(allowed)}",
-                                 f"{key}.{k}" if key else str(k), _line(node, k))
+                raise self.d.err(unknown_key(str(k), allowed),
+                                 f"{key}.{k}" if key else str(k), line_of(node, k))
         return node
 
     def seq(self, node: Any, key: str, line: int | None) -> CommentedSeq:
         if not isinstance(node, CommentedSeq):
-            raise self.d.err(f"must be a list, got {_kind(node)}", key, line)
+            raise self.d.err(f"must be a list, got {kind_of(node)}", key, line)
         return node
 
     def string(self, node: Any, key: str, line: int | None, *, allow_empty: bool = False) -> str:
         if not isinstance(node, str):
-            raise self.d.err(f"must be a string, got {_kind(node)}", key, line)
+            raise self.d.err(f"must be a string, got {kind_of(node)}", key, line)
         if not allow_empty and not node.strip():
             raise self.d.err("must not be empty", key, line)
         return node
@@ -108,14 +94,14 @@ class _Validator:
         if node is None:
             return {}
         if not isinstance(node, CommentedMap):
-            raise self.d.err(f"must be a mapping of NAME: value, got {_kind(node)}", key, line)
+            raise self.d.err(f"must be a mapping of NAME: value, got {kind_of(node)}", key, line)
         out: dict[str, str] = {}
         for k, v in node.items():
-            kl = _line(node, k)
+            kl = line_of(node, k)
             if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
                 raise self.d.err("is not a valid environment variable name", f"{key}.{k}", kl)
             if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise self.d.err(f"must be a string (quote it), got {_kind(v)}", f"{key}.{k}", kl)
+                raise self.d.err(f"must be a string (quote it), got {kind_of(v)}", f"{key}.{k}", kl)
             out[k] = str(v)
         return out
 
@@ -127,33 +113,13 @@ class _Validator:
         seq = self.seq(node, key, line)
         if not seq:
             raise self.d.err("must not be empty", key, line)
-        return tuple(self.string(x, f"{key}[{i}]", _line(seq, i), allow_empty=True)
+        return tuple(self.string(x, f"{key}[{i}]", line_of(seq, i), allow_empty=True)
                      for i, x in enumerate(seq))
 
     def boolean(self, node: Any, key: str, line: int | None) -> bool:
         if not isinstance(node, bool):
-            raise self.d.err(f"must be true or false, got {_kind(node)}", key, line)
+            raise self.d.err(f"must be true or false, got {kind_of(node)}", key, line)
         return node
-
-
-def _kind(v: Any) -> str:
-    if v is None:
-        return "nothing (null)"
-    if isinstance(v, bool):
-        return f"a boolean ({str(v).lower()})"
-    if isinstance(v, CommentedMap | dict):
-        return "a mapping"
-    if isinstance(v, CommentedSeq | list):
-        return "a list"
-    if isinstance(v, int | float):
-        return f"a number ({v})"
-    return f"{type(v).__name__} {v!r}"
-
-
-def _suggest(word: str, choices: Collection[str]) -> str:
-    import difflib
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _check_model(v: _Validator, goarch: str, model: str, key: str, line: int | None) -> None:
@@ -177,17 +143,17 @@ def parse_target(spec: str, v: _Validator, key: str, line: int | None) -> tuple[
     os_, arch_ = parts[0], parts[1]
     variant = parts[2] if len(parts) == 3 else None
     if os_ not in platforms.OSES:
-        raise v.d.err(f"unknown os '{os_}'{_suggest(os_, platforms.OSES)}; known: "
+        raise v.d.err(f"unknown os '{os_}'{did_you_mean(os_, platforms.OSES)}; known: "
                       f"{', '.join(platforms.OSES)}", key, line)
     if arch_ not in platforms.ARCHES:
-        raise v.d.err(f"unknown arch '{arch_}'{_suggest(arch_, platforms.ARCHES)}; known: "
+        raise v.d.err(f"unknown arch '{arch_}'{did_you_mean(arch_, platforms.ARCHES)}; known: "
                       f"{', '.join(platforms.ARCHES)}", key, line)
     facts = platforms.arch(arch_)
     if (arch_ == "wasm") != (os_ in ("js", "wasip1")):
         raise v.d.err(f"'{os_}/{arch_}' is not a Go platform (wasm pairs with js or wasip1)", key, line)
     if variant is not None and variant not in facts.levels:
         known = ", ".join(facts.levels) or "none (this arch has no variants)"
-        raise v.d.err(f"unknown variant '{variant}' for {arch_}{_suggest(variant, facts.levels)}; "
+        raise v.d.err(f"unknown variant '{variant}' for {arch_}{did_you_mean(variant, facts.levels)}; "
                       f"known: {known}", key, line)
     return os_, arch_, variant
 
@@ -262,41 +228,41 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
 
     if "name" not in top:
         raise v.d.err("is required (used in artifact names)", "name", 1)
-    name = v.string(top["name"], "name", _line(top, "name"))
+    name = v.string(top["name"], "name", line_of(top, "name"))
     if not _NAME_RE.match(name):
-        raise v.d.err(f"'{name}' must be letters, digits, '.', '_' or '-'", "name", _line(top, "name"))
+        raise v.d.err(f"'{name}' must be letters, digits, '.', '_' or '-'", "name", line_of(top, "name"))
 
     base_dir = p.resolve().parent
     project = base_dir
     if "project" in top:
-        proj_s = v.string(top["project"], "project", _line(top, "project"))
+        proj_s = v.string(top["project"], "project", line_of(top, "project"))
         project = (base_dir / proj_s).resolve()
         if not project.is_dir():
             raise v.d.err(f"'{proj_s}' is not a directory (resolved to {project})", "project",
-                          _line(top, "project"))
+                          line_of(top, "project"))
     package = "."
     if "package" in top:
-        package = v.string(top["package"], "package", _line(top, "package"))
+        package = v.string(top["package"], "package", line_of(top, "package"))
 
     # build
     bnode = top.get("build") or CommentedMap()
-    bline = _line(top, "build")
+    bline = line_of(top, "build")
     if "build" in top and top["build"] is not None:
         v.mapping(bnode, "build", bline, ("command", "env", "output", "reproducible", "before", "shell"))
     command: tuple[str, ...] | str = DEFAULT_COMMAND
     if "command" in bnode:
-        command = v.command(bnode["command"], "build.command", _line(bnode, "command"))
-    benv = v.env(bnode.get("env"), "build.env", _line(bnode, "env"))
+        command = v.command(bnode["command"], "build.command", line_of(bnode, "command"))
+    benv = v.env(bnode.get("env"), "build.env", line_of(bnode, "env"))
     output_tpl = DEFAULT_OUTPUT
     if "output" in bnode:
-        output_tpl = v.string(bnode["output"], "build.output", _line(bnode, "output"))
+        output_tpl = v.string(bnode["output"], "build.output", line_of(bnode, "output"))
     reproducible = v.boolean(bnode["reproducible"], "build.reproducible",
-                             _line(bnode, "reproducible")) if "reproducible" in bnode else False
-    shell = v.boolean(bnode["shell"], "build.shell", _line(bnode, "shell")) if "shell" in bnode else False
+                             line_of(bnode, "reproducible")) if "reproducible" in bnode else False
+    shell = v.boolean(bnode["shell"], "build.shell", line_of(bnode, "shell")) if "shell" in bnode else False
     before: list[tuple[str, ...] | str] = []
     if "before" in bnode and bnode["before"] is not None:
-        bseq = v.seq(bnode["before"], "build.before", _line(bnode, "before"))
-        before = [v.command(c, f"build.before[{i}]", _line(bseq, i)) for i, c in enumerate(bseq)]
+        bseq = v.seq(bnode["before"], "build.before", line_of(bnode, "before"))
+        before = [v.command(c, f"build.before[{i}]", line_of(bseq, i)) for i, c in enumerate(bseq)]
 
     # targets
     if prebuilt is not None:
@@ -304,13 +270,13 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         top["targets"] = seq
     if "targets" not in top:
         raise v.d.err("is required: a list such as [linux/amd64, linux/arm/v6]", "targets", 1)
-    tseq = v.seq(top["targets"], "targets", _line(top, "targets"))
+    tseq = v.seq(top["targets"], "targets", line_of(top, "targets"))
     if not tseq:
-        raise v.d.err("must name at least one target", "targets", _line(top, "targets"))
+        raise v.d.err("must name at least one target", "targets", line_of(top, "targets"))
     targets: list[Target] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(tseq):
-        key, line = f"targets[{i}]", _line(tseq, i)
+        key, line = f"targets[{i}]", line_of(tseq, i)
         env: dict[str, str] = {}
         cc = None
         libc = None
@@ -318,21 +284,21 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
             v.mapping(item, key, line, ("target", "env", "cc", "libc"))
             if "target" not in item:
                 raise v.d.err("needs 'target: os/arch[/variant]'", key, line)
-            spec = v.string(item["target"], f"{key}.target", _line(item, "target"))
-            env = v.env(item.get("env"), f"{key}.env", _line(item, "env"))
+            spec = v.string(item["target"], f"{key}.target", line_of(item, "target"))
+            env = v.env(item.get("env"), f"{key}.env", line_of(item, "env"))
             if "cc" in item:
-                cc = v.string(item["cc"], f"{key}.cc", _line(item, "cc"))
+                cc = v.string(item["cc"], f"{key}.cc", line_of(item, "cc"))
                 if cc != "zig":
                     raise v.d.err(f"unknown C cross compiler '{cc}'; supported: zig", f"{key}.cc",
-                                  _line(item, "cc"))
+                                  line_of(item, "cc"))
             if "libc" in item:
-                libc = v.string(item["libc"], f"{key}.libc", _line(item, "libc"))
+                libc = v.string(item["libc"], f"{key}.libc", line_of(item, "libc"))
                 if cc != "zig":
                     raise v.d.err("needs cc: zig (it picks the C library zig links against)", f"{key}.libc",
-                                  _line(item, "libc"))
+                                  line_of(item, "libc"))
                 if not re.match(r"^(musl|gnu(\.2\.\d+)?)$", libc):
                     raise v.d.err(f"'{libc}' is not musl, gnu or gnu.2.NN (e.g. gnu.2.17)", f"{key}.libc",
-                                  _line(item, "libc"))
+                                  line_of(item, "libc"))
         else:
             spec = v.string(item, key, line)
         os_, arch_, variant = parse_target(spec, v, key, line)
@@ -345,45 +311,45 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     known = list(images) if images is not None else known_images()
     img_names = ["scratch"]
     if "images" in top:
-        iseq = v.seq(top["images"], "images", _line(top, "images"))
+        iseq = v.seq(top["images"], "images", line_of(top, "images"))
         img_names = []
         for i, x in enumerate(iseq):
-            s = v.string(x, f"images[{i}]", _line(iseq, i))
+            s = v.string(x, f"images[{i}]", line_of(iseq, i))
             if s not in known:
-                raise v.d.err(f"unknown image '{s}'{_suggest(s, known)}; known: {', '.join(known)}",
-                              f"images[{i}]", _line(iseq, i))
+                raise v.d.err(f"unknown image '{s}'{did_you_mean(s, known)}; known: {', '.join(known)}",
+                              f"images[{i}]", line_of(iseq, i))
             if s in img_names:
-                raise v.d.err(f"'{s}' is listed twice", f"images[{i}]", _line(iseq, i))
+                raise v.d.err(f"'{s}' is listed twice", f"images[{i}]", line_of(iseq, i))
             img_names.append(s)
         if not img_names:
-            raise v.d.err("must name at least one image", "images", _line(top, "images"))
+            raise v.d.err("must name at least one image", "images", line_of(top, "images"))
 
     # profiles
     profiles: list[Profile] = [Profile("baseline", builtin=True)]
     if "profiles" in top:
-        pseq = v.seq(top["profiles"], "profiles", _line(top, "profiles"))
+        pseq = v.seq(top["profiles"], "profiles", line_of(top, "profiles"))
         profiles = []
         for i, x in enumerate(pseq):
-            key, line = f"profiles[{i}]", _line(pseq, i)
+            key, line = f"profiles[{i}]", line_of(pseq, i)
             if isinstance(x, CommentedMap):
                 v.mapping(x, key, line, ("name", "cpu"))
                 if "name" not in x:
                     raise v.d.err("needs a name", key, line)
-                pname = v.string(x["name"], f"{key}.name", _line(x, "name"))
+                pname = v.string(x["name"], f"{key}.name", line_of(x, "name"))
                 if pname in platforms.BUILTIN_PROFILES:
                     raise v.d.err(f"'{pname}' is a builtin profile; pick another name", f"{key}.name",
-                                  _line(x, "name"))
+                                  line_of(x, "name"))
                 if "cpu" not in x:
                     raise v.d.err("needs cpu: {arch: qemu model}, e.g. {amd64: Westmere}", key, line)
-                cnode = v.mapping(x["cpu"], f"{key}.cpu", _line(x, "cpu"), list(platforms.ARCHES))
-                cpu = {str(a): v.string(m, f"{key}.cpu.{a}", _line(cnode, a)) for a, m in cnode.items()}
+                cnode = v.mapping(x["cpu"], f"{key}.cpu", line_of(x, "cpu"), list(platforms.ARCHES))
+                cpu = {str(a): v.string(m, f"{key}.cpu.{a}", line_of(cnode, a)) for a, m in cnode.items()}
                 for goarch, cpu_model in cpu.items():
-                    _check_model(v, goarch, cpu_model, f"{key}.cpu.{goarch}", _line(cnode, goarch))
+                    _check_model(v, goarch, cpu_model, f"{key}.cpu.{goarch}", line_of(cnode, goarch))
                 prof = Profile(pname, cpu)
             else:
                 pname = v.string(x, key, line)
                 if pname not in platforms.BUILTIN_PROFILES:
-                    raise v.d.err(f"unknown profile '{pname}'{_suggest(pname, platforms.BUILTIN_PROFILES)};"
+                    raise v.d.err(f"unknown profile '{pname}'{did_you_mean(pname, platforms.BUILTIN_PROFILES)};"
                                   f" builtin: {', '.join(platforms.BUILTIN_PROFILES)}, or a mapping "
                                   "{name: ..., cpu: {arch: model}}", key, line)
                 prof = builtin_profile(pname)
@@ -394,45 +360,45 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     # run
     run = RunSpec()
     if "run" in top and top["run"] is not None:
-        rnode = v.mapping(top["run"], "run", _line(top, "run"),
+        rnode = v.mapping(top["run"], "run", line_of(top, "run"),
                           ("args", "env", "stdin", "timeout", "expect", "limits"))
         args: tuple[str, ...] = ()
         if "args" in rnode:
-            a = v.command(rnode["args"], "run.args", _line(rnode, "args")) if rnode["args"] else ()
+            a = v.command(rnode["args"], "run.args", line_of(rnode, "args")) if rnode["args"] else ()
             args = tuple(shlex.split(a)) if isinstance(a, str) else a
-        renv = v.env(rnode.get("env"), "run.env", _line(rnode, "env"))
+        renv = v.env(rnode.get("env"), "run.env", line_of(rnode, "env"))
         stdin = None
         if rnode.get("stdin") is not None:
-            stdin = v.string(rnode["stdin"], "run.stdin", _line(rnode, "stdin"), allow_empty=True)
+            stdin = v.string(rnode["stdin"], "run.stdin", line_of(rnode, "stdin"), allow_empty=True)
         timeout = 60.0
         if "timeout" in rnode:
             t = rnode["timeout"]
             if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
-                raise v.d.err(f"must be a positive number of seconds, got {_kind(t)}", "run.timeout",
-                              _line(rnode, "timeout"))
+                raise v.d.err(f"must be a positive number of seconds, got {kind_of(t)}", "run.timeout",
+                              line_of(rnode, "timeout"))
             timeout = float(t)
         expect = Expect()
         if "expect" in rnode and rnode["expect"] is not None:
-            enode = v.mapping(rnode["expect"], "run.expect", _line(rnode, "expect"), ("exit", "stdout"))
+            enode = v.mapping(rnode["expect"], "run.expect", line_of(rnode, "expect"), ("exit", "stdout"))
             ex = 0
             if "exit" in enode:
                 st = enode["exit"]
                 if isinstance(st, bool) or not isinstance(st, int) or not 0 <= st <= 255:
-                    raise v.d.err(f"must be an exit status 0..255, got {_kind(st)}", "run.expect.exit",
-                                  _line(enode, "exit"))
+                    raise v.d.err(f"must be an exit status 0..255, got {kind_of(st)}", "run.expect.exit",
+                                  line_of(enode, "exit"))
                 ex = st
             pat = None
             if enode.get("stdout") is not None:
-                pat = v.string(enode["stdout"], "run.expect.stdout", _line(enode, "stdout"), allow_empty=True)
+                pat = v.string(enode["stdout"], "run.expect.stdout", line_of(enode, "stdout"), allow_empty=True)
                 try:
                     re.compile(pat)
                 except re.error as err:
                     raise v.d.err(f"invalid regular expression {pat!r}: {err}", "run.expect.stdout",
-                                  _line(enode, "stdout")) from None
+                                  line_of(enode, "stdout")) from None
             expect = Expect(ex, pat)
         limits = Limits()
         if rnode.get("limits") is not None:
-            limits = _limits(v, rnode["limits"], _line(rnode, "limits"))
+            limits = _limits(v, rnode["limits"], line_of(rnode, "limits"))
         run = RunSpec(args, renv, stdin, timeout, expect, limits)
 
     # builds: render command and output per target; catch two targets writing one file (seed bug 6)
@@ -441,7 +407,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     for t in targets:
         ctx = target_vars(name, t, package)
         out_key = "build.output" if "output" in bnode else "build.output (default)"
-        out_line = _line(bnode, "output") if "output" in bnode else t.line
+        out_line = line_of(bnode, "output") if "output" in bnode else t.line
         rel = render(output_tpl, ctx, v.at(out_key, out_line)).strip()
         if not rel:
             raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
@@ -456,17 +422,17 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
                 out_key, out_line)
         outputs[out] = t
         ctx["output"] = rel
-        ckey, cline = "build.command", _line(bnode, "command") if "command" in bnode else bline
+        ckey, cline = "build.command", line_of(bnode, "command") if "command" in bnode else bline
         if isinstance(command, str):
             rendered = render(command, ctx, v.at(ckey, cline))
             argv: tuple[str, ...] = (rendered,) if shell else tuple(shlex.split(rendered))
         else:
             argv = tuple(render(c, ctx, v.at(ckey, cline)) for c in command)
-        env = build_env(t, {k: render(val, ctx, v.at(f"build.env.{k}", _line(bnode, "env")))
+        env = build_env(t, {k: render(val, ctx, v.at(f"build.env.{k}", line_of(bnode, "env")))
                             for k, val in benv.items()})
         pre: list[tuple[str, ...]] = []
         for i, c in enumerate(before):
-            bk, bl = f"build.before[{i}]", _line(bnode, "before")
+            bk, bl = f"build.before[{i}]", line_of(bnode, "before")
             if isinstance(c, str):
                 r = render(c, ctx, v.at(bk, bl))
                 pre.append((r,) if shell else tuple(shlex.split(r)))
@@ -494,7 +460,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     for t in targets:
         ctx = target_vars(name, t, package)
         ctx["output"] = next(b.output_rel for b in builds if b.target is t)
-        rline = _line(top, "run")
+        rline = line_of(top, "run")
         rargs = tuple(render(a, ctx, v.at("run.args", rline)) for a in run.args)
         renv = {k: render(val, ctx, v.at(f"run.env.{k}", rline)) for k, val in run.env.items()}
         if not t.runnable or platforms.OSES[t.os].runner:     # no image or CPU axis off Linux
@@ -546,12 +512,12 @@ def _limits(v: _Validator, node: Any, line: int | None) -> Limits:
     for key in ("memory", "pids", "output"):
         if key not in m:
             continue
-        k, kl = f"run.limits.{key}", _line(m, key)
+        k, kl = f"run.limits.{key}", line_of(m, key)
         raw = m[key]
         n = (raw if isinstance(raw, int) and not isinstance(raw, bool) else None) if key == "pids" else parse_size(raw)
         if n is None:
             want = "a whole number" if key == "pids" else "a size such as 2g, 512m or 65536 (bytes)"
-            raise v.d.err(f"must be {want}, got {_kind(raw)}", k, kl)
+            raise v.d.err(f"must be {want}, got {kind_of(raw)}", k, kl)
         if n < _LIMIT_MIN[key]:
             raise v.d.err(f"{raw!r} is below the least a cell needs ({_LIMIT_MIN[key] if key == 'pids' else size_text(_LIMIT_MIN[key])}): "
                           "qemu and the Go runtime start several threads and map memory before main",
@@ -563,7 +529,7 @@ def _limits(v: _Validator, node: Any, line: int | None) -> Limits:
 def _selector(node: Any, v: _Validator, key: str, line: int | None,
               extra: Collection[str] = ()) -> dict[str, str]:
     m = v.mapping(node, key, line, ("target", "image", "profile", *extra))
-    sel = {k: v.string(m[k], f"{key}.{k}", _line(m, k)) for k in ("target", "image", "profile") if k in m}
+    sel = {k: v.string(m[k], f"{key}.{k}", line_of(m, k)) for k in ("target", "image", "profile") if k in m}
     if not sel:
         raise v.d.err("needs at least one of target, image, profile", key, line)
     return sel
@@ -577,11 +543,11 @@ def _matches(sel: Mapping[str, str], c: Cell) -> bool:
 def _apply_exclude(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
     if top.get("exclude") is None:
         return cells
-    seq = v.seq(top["exclude"], "exclude", _line(top, "exclude"))
+    seq = v.seq(top["exclude"], "exclude", line_of(top, "exclude"))
     for i, node in enumerate(seq):
-        sel = _selector(node, v, f"exclude[{i}]", _line(seq, i))
+        sel = _selector(node, v, f"exclude[{i}]", line_of(seq, i))
         if not any(_matches(sel, c) for c in cells):
-            raise v.d.err(f"{dict(sel)} matches no cell (a typo?)", f"exclude[{i}]", _line(seq, i))
+            raise v.d.err(f"{dict(sel)} matches no cell (a typo?)", f"exclude[{i}]", line_of(seq, i))
         cells = [c for c in cells if not _matches(sel, c)]
     return cells
 
@@ -589,18 +555,18 @@ def _apply_exclude(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[
 def _apply_xfail(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
     if top.get("xfail") is None:
         return cells
-    seq = v.seq(top["xfail"], "xfail", _line(top, "xfail"))
+    seq = v.seq(top["xfail"], "xfail", line_of(top, "xfail"))
     out = list(cells)
     for i, node in enumerate(seq):
-        key, line = f"xfail[{i}]", _line(seq, i)
+        key, line = f"xfail[{i}]", line_of(seq, i)
         sel = _selector(node, v, key, line, extra=("verdict",))
         if "verdict" not in node:
             raise v.d.err(f"needs the verdict the cells must produce, one of: {', '.join(CELL_VERDICTS[1:])}",
                           key, line)
-        verdict = v.string(node["verdict"], f"{key}.verdict", _line(node, "verdict"))
+        verdict = v.string(node["verdict"], f"{key}.verdict", line_of(node, "verdict"))
         if verdict not in CELL_VERDICTS or verdict == "ok":
-            raise v.d.err(f"unknown verdict '{verdict}'{_suggest(verdict, CELL_VERDICTS)}; one of: "
-                          f"{', '.join(CELL_VERDICTS[1:])}", f"{key}.verdict", _line(node, "verdict"))
+            raise v.d.err(f"unknown verdict '{verdict}'{did_you_mean(verdict, CELL_VERDICTS)}; one of: "
+                          f"{', '.join(CELL_VERDICTS[1:])}", f"{key}.verdict", line_of(node, "verdict"))
         hit = False
         for j, c in enumerate(out):
             if _matches(sel, c):

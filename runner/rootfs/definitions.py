@@ -52,6 +52,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from .. import paths
 from ..errors import RecipeError
+from ..yamlcheck import line_of, must_be, unknown_key
 
 T = TypeVar("T")
 
@@ -160,26 +161,20 @@ class _Checker:
 
     @staticmethod
     def key_line(node: Any, key: Any) -> int | None:
-        try:
-            return int(node.lc.key(key)[0]) + 1
-        except (AttributeError, KeyError, TypeError):
-            return None
+        return line_of(node, key)
 
     @staticmethod
     def item_line(node: Any, index: int) -> int | None:
-        try:
-            return int(node.lc.item(index)[0]) + 1
-        except (AttributeError, KeyError, TypeError, IndexError):
-            return None
+        return line_of(node, index)
 
     def string(self, value: Any, line: int | None, key: str) -> str:
         if not isinstance(value, str):
-            raise self.fail(line, key, "must be a string")
+            raise self.fail(line, key, must_be("a string", value))
         return str(value)
 
     def mapping(self, value: Any, line: int | None, key: str) -> Mapping[Any, Any]:
         if not isinstance(value, Mapping):
-            raise self.fail(line, key, "must be a mapping")
+            raise self.fail(line, key, must_be("a mapping", value))
         return value
 
     def strings(self, node: Any, line: int | None, key: str) -> list[str]:
@@ -220,11 +215,7 @@ class _Checker:
         for k in node:
             if k not in allowed:
                 name = f"{prefix}.{k}" if prefix else str(k)
-                raise self.fail(
-                    self.key_line(node, k),
-                    name,
-                    f"unknown key (allowed: {', '.join(sorted(allowed))})",
-                )
+                raise self.fail(self.key_line(node, k), name, unknown_key(str(k), sorted(allowed)))
 
 
     def entries(self, doc: Mapping[Any, Any], key: str, value: Callable[[Any, int | None, str], T]) -> dict[str, T]:
