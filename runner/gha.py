@@ -49,11 +49,12 @@ def pip_spec(uses: str) -> str:
 def arm_shards(matrix_path: str, shards: int) -> set[int]:
     """The shards (1-based) whose cells all target an arm GOARCH, from the plan `--shard I/N` would run."""
     from . import matrix as matrix_mod
+    from .expand import select
 
     plan = matrix_mod.load(matrix_path)
     out = set()
     for i in range(1, shards + 1):
-        cells = matrix_mod.select(plan, (), (i, shards)).cells
+        cells = select(plan, (), (i, shards)).cells
         if cells and all(c.target.arch in ARM_RUNNER_GOARCHES for c in cells):
             out.add(i)
     return out

@@ -1,29 +1,21 @@
-"""Load matrix.yaml, validate every key (errors name file:line and the key), expand into a Plan."""
+"""Load matrix.yaml and validate every key (errors name file:line and the key); runner/expand.py makes the Plan."""
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
 import shlex
-import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
 from .errors import ConfigError, read_text
-from .model import CELL_VERDICTS
+from .expand import MatrixSpec, expand
 from .plan import (
-    REPRO_OUTPUT,
-    BuildJob,
-    Cell,
     Expect,
     Limits,
     Plan,
@@ -33,8 +25,7 @@ from .plan import (
     builtin_profile,
     size_text,
 )
-from .toolchain import zig_cpu_flags, zig_triple
-from .yamlcheck import did_you_mean, kind_of, line_of, unknown_key
+from .yamlcheck import Validator, did_you_mean, kind_of, line_of
 
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
@@ -51,78 +42,7 @@ def known_images() -> list[str]:
     return sorted(names | {"scratch"})
 
 
-class _Doc:
-    """Error helper: turns a ruamel node position into file:line for a key path."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-
-    def err(self, msg: str, key: str, line: int | None) -> ConfigError:
-        return ConfigError(msg, file=self.file, line=line, key=key)
-
-
-class _Validator:
-    def __init__(self, file: str) -> None:
-        self.d = _Doc(file)
-
-    def at(self, key: str, line: int | None) -> Callable[[str], ConfigError]:
-        """An error factory for one key, for errors found later (e.g. while rendering)."""
-        return lambda msg: self.d.err(msg, key, line)
-
-    def mapping(self, node: Any, key: str, line: int | None, allowed: Collection[str]) -> CommentedMap:
-        if not isinstance(node, CommentedMap):
-            raise self.d.err(f"must be a mapping, got {kind_of(node)}", key, line)
-        for k in node:
-            if k not in allowed:
-                raise self.d.err(unknown_key(str(k), allowed),
-                                 f"{key}.{k}" if key else str(k), line_of(node, k))
-        return node
-
-    def seq(self, node: Any, key: str, line: int | None) -> CommentedSeq:
-        if not isinstance(node, CommentedSeq):
-            raise self.d.err(f"must be a list, got {kind_of(node)}", key, line)
-        return node
-
-    def string(self, node: Any, key: str, line: int | None, *, allow_empty: bool = False) -> str:
-        if not isinstance(node, str):
-            raise self.d.err(f"must be a string, got {kind_of(node)}", key, line)
-        if not allow_empty and not node.strip():
-            raise self.d.err("must not be empty", key, line)
-        return node
-
-    def env(self, node: Any, key: str, line: int | None) -> dict[str, str]:
-        if node is None:
-            return {}
-        if not isinstance(node, CommentedMap):
-            raise self.d.err(f"must be a mapping of NAME: value, got {kind_of(node)}", key, line)
-        out: dict[str, str] = {}
-        for k, v in node.items():
-            kl = line_of(node, k)
-            if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
-                raise self.d.err("is not a valid environment variable name", f"{key}.{k}", kl)
-            if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise self.d.err(f"must be a string (quote it), got {kind_of(v)}", f"{key}.{k}", kl)
-            out[k] = str(v)
-        return out
-
-    def command(self, node: Any, key: str, line: int | None) -> tuple[str, ...] | str:
-        if isinstance(node, str):
-            if not node.strip():
-                raise self.d.err("must not be empty", key, line)
-            return node
-        seq = self.seq(node, key, line)
-        if not seq:
-            raise self.d.err("must not be empty", key, line)
-        return tuple(self.string(x, f"{key}[{i}]", line_of(seq, i), allow_empty=True)
-                     for i, x in enumerate(seq))
-
-    def boolean(self, node: Any, key: str, line: int | None) -> bool:
-        if not isinstance(node, bool):
-            raise self.d.err(f"must be true or false, got {kind_of(node)}", key, line)
-        return node
-
-
-def _check_model(v: _Validator, goarch: str, model: str, key: str, line: int | None) -> None:
+def _check_model(v: Validator, goarch: str, model: str, key: str, line: int | None) -> None:
     """A CPU model qemu does not know fails here, before anything is built (not as 64 failed cells)."""
     if platforms.arch(goarch).qemu is None:
         return
@@ -135,7 +55,7 @@ def _check_model(v: _Validator, goarch: str, model: str, key: str, line: int | N
                   f"(all of them: `qemu-{platforms.arch(goarch).qemu}-static -cpu help`)", key, line)
 
 
-def parse_target(spec: str, v: _Validator, key: str, line: int | None) -> tuple[str, str, str | None]:
+def parse_target(spec: str, v: Validator, key: str, line: int | None) -> tuple[str, str, str | None]:
     """os/arch[/variant] -> parts, with errors that list what is valid."""
     parts = spec.strip().split("/")
     if len(parts) not in (2, 3) or not all(parts):
@@ -158,50 +78,6 @@ def parse_target(spec: str, v: _Validator, key: str, line: int | None) -> tuple[
     return os_, arch_, variant
 
 
-def _render_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                keep_trailing_newline=True)
-
-
-def render(tpl: str, ctx: Mapping[str, Any], err: Callable[[str], ConfigError]) -> str:
-    """Render one template in the sandbox; any failure becomes a ConfigError at its key."""
-    try:
-        return _render_env().from_string(tpl).render(**ctx)
-    except jinja2.UndefinedError as e:
-        raise err(f"template {tpl!r}: {e.message}; available: name, os, arch, variant, "
-                  "variant_suffix, ext, target, output, package") from None
-    except jinja2.TemplateError as e:
-        raise err(f"template {tpl!r}: {e}") from None
-
-
-def target_vars(name: str, t: Target, package: str) -> dict[str, str]:
-    return {"name": name, "os": t.os, "arch": t.arch, "variant": t.variant or "",
-            "variant_suffix": f"-{t.variant}" if t.variant else "",
-            "ext": platforms.OSES[t.os].ext, "target": t.spec, "package": package}
-
-
-def build_env(t: Target, base: Mapping[str, str]) -> dict[str, str]:
-    """The env xrun sets for a build: defaults < build.env < the target's platform < target env."""
-    env = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
-    env.update(base)
-    env["GOOS"] = t.os
-    env["GOARCH"] = t.arch
-    facts = t.facts
-    for a in platforms.ARCHES.values():     # never inherit another arch's level from the caller
-        if a.level_var:
-            env[a.level_var] = ""
-    if facts.level_var and t.variant:
-        env[facts.level_var] = facts.env_value(t.variant)
-    if t.cc == "zig":
-        zig = f"{shlex.quote(sys.executable)} -m ziglang"
-        triple = zig_triple(t.arch, t.variant, t.libc)
-        flags = zig_cpu_flags(t.arch, t.variant)
-        env["CC"] = f"{zig} cc -target {triple} {flags}".strip()
-        env["CXX"] = f"{zig} c++ -target {triple} {flags}".strip()
-    env.update(t.env)
-    return env
-
-
 def load(path: str | Path, *, images: Collection[str] | None = None,
          prebuilt: Mapping[str, Path] | None = None) -> Plan:
     """Read, validate and expand a matrix file into a Plan. Raises ConfigError (exit 2).
@@ -221,7 +97,7 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         raise ConfigError(f"invalid YAML: {e.problem or e.context}", file=file, line=line) from None
     except Exception as e:  # ruamel raises a few unmarked errors (duplicate keys carry marks above)
         raise ConfigError(f"invalid YAML: {e}", file=file) from None
-    v = _Validator(file)
+    v = Validator(file)
     if doc is None:
         raise v.d.err("the file is empty; it needs at least name and targets", "", None)
     top = v.mapping(doc, "", 1, _TOP_KEYS)
@@ -401,94 +277,11 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
             limits = _limits(v, rnode["limits"], line_of(rnode, "limits"))
         run = RunSpec(args, renv, stdin, timeout, expect, limits)
 
-    # builds: render command and output per target; catch two targets writing one file (seed bug 6)
-    builds: list[BuildJob] = []
-    outputs: dict[Path, Target] = {}
-    for t in targets:
-        ctx = target_vars(name, t, package)
-        out_key = "build.output" if "output" in bnode else "build.output (default)"
-        out_line = line_of(bnode, "output") if "output" in bnode else t.line
-        rel = render(output_tpl, ctx, v.at(out_key, out_line)).strip()
-        if not rel:
-            raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
-        out = (project / rel).resolve()
-        _confine(v, out, rel, (project, base_dir), out_key, out_line)
-        if out in outputs:
-            other = outputs[out]
-            raise v.d.err(
-                f"targets '{other.spec}' (line {other.line}) and '{t.spec}' (line {t.line}) both write "
-                f"'{rel}': the template {output_tpl!r} does not tell them apart, so one artifact would "
-                "overwrite the other; put {{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }} in it",
-                out_key, out_line)
-        outputs[out] = t
-        ctx["output"] = rel
-        ckey, cline = "build.command", line_of(bnode, "command") if "command" in bnode else bline
-        if isinstance(command, str):
-            rendered = render(command, ctx, v.at(ckey, cline))
-            argv: tuple[str, ...] = (rendered,) if shell else tuple(shlex.split(rendered))
-        else:
-            argv = tuple(render(c, ctx, v.at(ckey, cline)) for c in command)
-        env = build_env(t, {k: render(val, ctx, v.at(f"build.env.{k}", line_of(bnode, "env")))
-                            for k, val in benv.items()})
-        pre: list[tuple[str, ...]] = []
-        for i, c in enumerate(before):
-            bk, bl = f"build.before[{i}]", line_of(bnode, "before")
-            if isinstance(c, str):
-                r = render(c, ctx, v.at(bk, bl))
-                pre.append((r,) if shell else tuple(shlex.split(r)))
-            else:
-                pre.append(tuple(render(x, ctx, v.at(bk, bl)) for x in c))
-        repro: tuple[str, ...] = ()
-        if reproducible:
-            rctx = {**ctx, "output": REPRO_OUTPUT}
-            if isinstance(command, str):
-                rr = render(command, rctx, v.at(ckey, cline))
-                repro = (rr,) if shell else tuple(shlex.split(rr))
-            else:
-                repro = tuple(render(c, rctx, v.at(ckey, cline)) for c in command)
-            if REPRO_OUTPUT not in " ".join(repro):
-                raise v.d.err("build.reproducible needs the command to write to {{ output }}", ckey, cline)
-        if prebuilt is not None:
-            art = Path(prebuilt[t.spec]).resolve()
-            builds.append(BuildJob(t, (), False, env, (), art, str(art), project, False, (), prebuilt=True))
-            continue
-        builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
-                               project, reproducible, repro))
-
-    # cells
-    cells: list[Cell] = []
-    for t in targets:
-        ctx = target_vars(name, t, package)
-        ctx["output"] = next(b.output_rel for b in builds if b.target is t)
-        rline = line_of(top, "run")
-        rargs = tuple(render(a, ctx, v.at("run.args", rline)) for a in run.args)
-        renv = {k: render(val, ctx, v.at(f"run.env.{k}", rline)) for k, val in run.env.items()}
-        if not t.runnable or platforms.OSES[t.os].runner:     # no image or CPU axis off Linux
-            cells.append(Cell(t, "none", Profile("none", builtin=True), "", rargs, renv))
-            continue
-        for img in img_names:
-            for prof in profiles:
-                model = prof.model_for(t)
-                if model is None:
-                    continue
-                cells.append(Cell(t, img, prof, model, rargs, renv))
-
-    cells = _apply_exclude(top, v, cells)
-    cells = _apply_xfail(top, v, cells)
-    return Plan(p, name, project, tuple(builds), tuple(cells), run,
-                {t.spec: t.line or 1 for t in targets})
-
-
-def _confine(v: _Validator, out: Path, rel: str, roots: tuple[Path, ...], key: str, line: int | None) -> None:
-    """A path the matrix writes must stay in the project (or the matrix's directory) after symlinks."""
-    if any(out.is_relative_to(r) for r in roots):
-        return
-    lexical = Path(os.path.normpath(roots[0] / rel))
-    via = (f" (a symlink on the way: {lexical} resolves to {out})"
-           if any(lexical.is_relative_to(r) for r in roots) else "")
-    shown = " or ".join(dict.fromkeys(str(r) for r in roots))
-    raise v.d.err(f"'{rel}' writes outside the project: {out}{via}; artifacts must stay under {shown}",
-                  key, line)
+    mspec = MatrixSpec(path=p, v=v, top=top, name=name, project=project, base_dir=base_dir, package=package,
+                      bnode=bnode, bline=bline, command=command, benv=benv, output_tpl=output_tpl,
+                      reproducible=reproducible, shell=shell, before=before, targets=targets,
+                      images=img_names, profiles=profiles, run=run, prebuilt=prebuilt)
+    return expand(mspec)
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)
@@ -506,7 +299,7 @@ def parse_size(value: Any) -> int | None:
     return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m.group(2).lower()]
 
 
-def _limits(v: _Validator, node: Any, line: int | None) -> Limits:
+def _limits(v: Validator, node: Any, line: int | None) -> Limits:
     m = v.mapping(node, "run.limits", line, ("memory", "pids", "output"))
     out: dict[str, int] = {}
     for key in ("memory", "pids", "output"):
@@ -526,73 +319,3 @@ def _limits(v: _Validator, node: Any, line: int | None) -> Limits:
     return Limits(**out)
 
 
-def _selector(node: Any, v: _Validator, key: str, line: int | None,
-              extra: Collection[str] = ()) -> dict[str, str]:
-    m = v.mapping(node, key, line, ("target", "image", "profile", *extra))
-    sel = {k: v.string(m[k], f"{key}.{k}", line_of(m, k)) for k in ("target", "image", "profile") if k in m}
-    if not sel:
-        raise v.d.err("needs at least one of target, image, profile", key, line)
-    return sel
-
-
-def _matches(sel: Mapping[str, str], c: Cell) -> bool:
-    vals = {"target": c.target.spec, "image": c.image, "profile": c.profile.name}
-    return all(fnmatch.fnmatchcase(vals[k], pat) for k, pat in sel.items())
-
-
-def _apply_exclude(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
-    if top.get("exclude") is None:
-        return cells
-    seq = v.seq(top["exclude"], "exclude", line_of(top, "exclude"))
-    for i, node in enumerate(seq):
-        sel = _selector(node, v, f"exclude[{i}]", line_of(seq, i))
-        if not any(_matches(sel, c) for c in cells):
-            raise v.d.err(f"{dict(sel)} matches no cell (a typo?)", f"exclude[{i}]", line_of(seq, i))
-        cells = [c for c in cells if not _matches(sel, c)]
-    return cells
-
-
-def _apply_xfail(top: CommentedMap, v: _Validator, cells: list[Cell]) -> list[Cell]:
-    if top.get("xfail") is None:
-        return cells
-    seq = v.seq(top["xfail"], "xfail", line_of(top, "xfail"))
-    out = list(cells)
-    for i, node in enumerate(seq):
-        key, line = f"xfail[{i}]", line_of(seq, i)
-        sel = _selector(node, v, key, line, extra=("verdict",))
-        if "verdict" not in node:
-            raise v.d.err(f"needs the verdict the cells must produce, one of: {', '.join(CELL_VERDICTS[1:])}",
-                          key, line)
-        verdict = v.string(node["verdict"], f"{key}.verdict", line_of(node, "verdict"))
-        if verdict not in CELL_VERDICTS or verdict == "ok":
-            raise v.d.err(f"unknown verdict '{verdict}'{did_you_mean(verdict, CELL_VERDICTS)}; one of: "
-                          f"{', '.join(CELL_VERDICTS[1:])}", f"{key}.verdict", line_of(node, "verdict"))
-        hit = False
-        for j, c in enumerate(out):
-            if _matches(sel, c):
-                out[j] = Cell(c.target, c.image, c.profile, c.cpu, c.args, c.env, verdict)
-                hit = True
-        if not hit:
-            raise v.d.err(f"{dict(sel)} matches no cell (a typo, or excluded?)", key, line)
-    return out
-
-
-def parse_only(s: str) -> tuple[str, str]:
-    """A --only KEY=GLOB selector (KEY: target, image or profile)."""
-    key, sep, glob = s.partition("=")
-    if not sep or key not in ("target", "image", "profile") or not glob:
-        raise ConfigError(f"'{s}' is not KEY=GLOB with KEY one of target, image, profile")
-    return key, glob
-
-
-def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int, int] | None = None) -> Plan:
-    """Narrow the plan to cells matching every --only KEY=GLOB, then to one shard."""
-    cells = [c for c in plan.cells
-             if all(fnmatch.fnmatchcase({"target": c.target.spec, "image": c.image,
-                                         "profile": c.profile.name}[k], g) for k, g in only)]
-    if shard is not None:
-        i, n = shard
-        cells = [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i - 1]
-    targets = {c.target.spec for c in cells}
-    builds = tuple(b for b in plan.builds if b.target.spec in targets)
-    return Plan(plan.matrix_path, plan.name, plan.project, builds, tuple(cells), plan.run, plan.target_lines)

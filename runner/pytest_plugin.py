@@ -205,7 +205,7 @@ class XarchSession:
     def core(self) -> Session:
         if self._core is None:
             from .errors import ConfigError
-            from .matrix import parse_only
+            from .expand import parse_only
             from .session import Session
 
             try:

@@ -15,6 +15,7 @@ from . import proc
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .doctor import preflight
 from .engines import Engine, make_engine
+from .expand import select
 from .model import Evidence, Verdict
 from .pipeline import RootfsProvider, run_built, unbuilt_verdict
 from .plan import Cell, Plan, RunSpec
@@ -41,7 +42,7 @@ class Session:
         """The selected plan (ConfigError, exit 2, for a bad matrix or selector)."""
         if self._plan is None:
             plan = matrix_mod.load(self.matrix_path, prebuilt=self._prebuilt)
-            self._plan = matrix_mod.select(plan, self._only, self._shard)
+            self._plan = select(plan, self._only, self._shard)
         return self._plan
 
     def preflight(self) -> None:

@@ -16,7 +16,7 @@ from . import Subparsers, out_console
 
 
 def _only(s: str) -> tuple[str, str]:
-    from ..matrix import parse_only
+    from ..expand import parse_only
 
     try:
         return parse_only(s)

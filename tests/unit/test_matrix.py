@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xarch import matrix
+from xarch import expand, matrix
 from xarch.errors import ConfigError
 
 
@@ -113,10 +113,10 @@ def test_only_and_shard(tmp_path):
         targets: [linux/amd64, linux/arm/v6, linux/arm64]
         profiles: [baseline, pi-zero]
     """)
-    only = matrix.select(plan, [("profile", "pi-zero")])
+    only = expand.select(plan, [("profile", "pi-zero")])
     assert [c.id for c in only.cells] == ["linux/arm/v6:scratch:pi-zero"]
     assert [b.target.spec for b in only.builds] == ["linux/arm/v6"]
-    shards = [matrix.select(plan, shard=(i, 3)) for i in (1, 2, 3)]
+    shards = [expand.select(plan, shard=(i, 3)) for i in (1, 2, 3)]
     union = sorted(c.id for s in shards for c in s.cells)
     assert union == sorted(c.id for c in plan.cells)
     assert all(s.cells for s in shards)

@@ -14,7 +14,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import FIXTURES, ROOT, build_goreleaser_binaries
-from xarch import cli, gha, goreleaser, merge
+from xarch import cli, expand, gha, goreleaser, merge
 from xarch.errors import ConfigError
 
 REPORTS = FIXTURES / "reports"
@@ -279,7 +279,7 @@ def test_native_arm_puts_all_arm_shards_on_arm_runners(tmp_path: Path) -> None:
     for n in (1, 2, 4):
         include = _yaml(gha.workflow(m, n, native_arm=True))["jobs"]["xarch"]["strategy"]["matrix"]["include"]
         for i, x in enumerate(include, 1):
-            arches = {c.target.arch for c in matrix.select(plan, (), (i, n)).cells}
+            arches = {c.target.arch for c in expand.select(plan, (), (i, n)).cells}
             want = "ubuntu-24.04-arm" if arches <= {"arm", "arm64"} else "ubuntu-24.04"
             assert x["runner"] == want, (n, i, arches)
     runners = [x["runner"] for x in _yaml(gha.workflow(m, 4, native_arm=True))["jobs"]["xarch"]["strategy"]
