@@ -14,6 +14,7 @@ from ..model import Evidence, Verdict
 from ..plan import Cell, Expect
 from ..proc import signame
 from . import advice
+from .fault import go_fault
 from .foreign import foreign_verdict
 
 _GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
@@ -72,6 +73,20 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
     prof = cell.profile.name
     cpu_desc = f"qemu CPU model {cell.cpu}" + (f" (runs up to {a.goarch} {model.level})"
                                                 if model and model.level else "")
+    fault = go_fault(ev.stderr, a.goarch)
+    if fault is not None and fault.origin in ("go-assembly", "cgo") and fault.signal == "ILL":
+        # code the Go level does not govern: the faulting instruction is the evidence, not the level
+        ext = fault.extension or "an instruction"
+        guard = ("check the CPU before using it (golang.org/x/sys/cpu, e.g. cpu.X86.HasAVX2) and keep a "
+                 "fallback" if fault.origin == "go-assembly" else
+                 "compile the C code for the oldest CPU you ship to (drop -mavx2/-march flags from CGO_CFLAGS) "
+                 "or dispatch on the CPU at run time")
+        return Verdict("unsupported-cpu",
+                       f"{what} The faulting instruction is {fault.describe()}; {cell.cpu} has no {ext}. "
+                       f"The binary's Go level ({built or 'default'}) does not cover it: the binary, not the "
+                       "emulator, is at fault.",
+                       f"in {fault.function or 'that code'} ({fault.where or 'see the trace'}): {guard}; or drop "
+                       f"the {prof} profile if you never ship to {cell.cpu}-class machines")
     if model and model.level and built and a.level_index(built) <= a.level_index(model.level):
         missing = ", ".join(ev.tcg_missing[:8]) or "an instruction the model advertises"
         return Verdict(
@@ -94,7 +109,8 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
     lvl = f"{a.level_var}={facts.build.setting(a.level_var)}" if (
         facts.build and a.level_var and facts.build.setting(a.level_var)) else f"level {built or 'default'}"
     return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {lvl}; {cpu_desc} "
-                   "lacks instructions it uses.", fix)
+                   "lacks instructions it uses."
+                   + (f" The faulting instruction is {fault.describe()}." if fault is not None else ""), fix)
 
 
 def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdict:
