@@ -35,12 +35,7 @@ INJECTED_ETC = ("hosts", "resolv.conf", "hostname")
 def write_etc(tmp: Path) -> None:
     """<tmp>/etc/{hosts,resolv.conf,hostname} (bound over the image's) and the empty root <tmp>/empty,
     so name resolution and the hostname behave the same in every engine."""
-    etc = tmp / "etc"
-    etc.mkdir()
-    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                               f"127.0.1.1\t{HOSTNAME}\n")
-    (etc / "resolv.conf").write_text("# xarch cells have no network\n")
-    (etc / "hostname").write_text(HOSTNAME + "\n")
+    sandbox.write_etc(tmp / "etc")
     (tmp / "empty").mkdir()
 
 

@@ -23,6 +23,7 @@ import functools
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from .. import install, platforms, proc
 
@@ -113,6 +114,18 @@ def seccomp_fd() -> tuple[int | None, str | None]:
 HOSTNAME = "xarch"
 HARDENING = ("no capabilities (--cap-drop ALL), no new privileges", "seccomp filter (mount, ptrace of others, "
              "keyrings, namespaces, modules, bpf, ... refused)", "/proc read-only", "no nested user namespaces")
+
+
+def write_etc(etc: Path) -> dict[str, str]:
+    """The /etc files xarch binds over every cell's (hosts, resolv.conf, hostname), written once into
+    `etc`, so name resolution and the hostname behave the same in every engine and runner."""
+    files = {"hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{HOSTNAME}\n",
+             "resolv.conf": "# xarch cells have no network\n", "hostname": HOSTNAME + "\n"}
+    etc.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        if not (etc / name).is_file():
+            (etc / name).write_text(text)
+    return {name: str(etc / name) for name in files}
 
 
 def base_args(*, uid: int = 0, gid: int = 0, seccomp: int | None = None, hostname: str = HOSTNAME) -> list[str]:

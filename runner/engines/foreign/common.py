@@ -19,7 +19,6 @@ from .. import sandbox
 from ..limits import cell_limits
 
 BWRAP_FIX = sandbox.BWRAP_FIX
-HOSTNAME = "xarch"
 SANDBOX_DIR = "/tmp/xarch"          # on the sandbox's own tmpfs, so bwrap can create mount points there
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -27,13 +26,7 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 def bwrap_base(tmp: Path, exes: tuple[str, ...], seccomp: int | None, limits: Limits) -> list[str]:
     """bwrap args shared by every foreign cell: the host's system dirs read-only (never its `/`, its
     home dirs or the project), a private bounded /tmp, no network, no capabilities."""
-    etc = tmp / "etc"
-    if not etc.is_dir():
-        etc.mkdir(parents=True, exist_ok=True)
-        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n")
-        (etc / "resolv.conf").write_text("# xarch cells have no network\n")
-        (etc / "hostname").write_text(HOSTNAME + "\n")
-    injected = {n: str(etc / n) for n in ("hosts", "resolv.conf", "hostname")}
+    injected = sandbox.write_etc(tmp / "etc")
     return [*sandbox.base_args(seccomp=seccomp), *sandbox.host_runtime_args(exes, injected),
             *sandbox.tmpfs_args("/tmp", limits.memory), *sandbox.proc_dev_args(), "--dir", SANDBOX_DIR]
 
