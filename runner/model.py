@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from .artifact import ArtifactFacts
+from .plan import Limits, size_text
 from .proc import TAIL_BYTES
 
 
@@ -100,13 +101,29 @@ class Verdict:
 class LimitOutcome:
     """What held for one cell, and whether it struck (recorded in the evidence)."""
 
-    memory: str                     # "2 GiB (cgroup v1)" / "2 GiB (RLIMIT_DATA)" / "not enforced: why"
-    pids: str
-    output: str
-    mechanism: str                  # cgroup v2 | cgroup v1 | rlimit
+    limits: Limits                  # the numbers the cell ran under
+    memory_by: str                  # what enforced memory: "cgroup v1", "RLIMIT_DATA", "docker --memory, no swap"
+    pids_by: str                    # "cgroup v2", "RLIMIT_NPROC, per user", "docker --pids-limit", "not enforced: why"
+    mechanism: str                  # cgroup v2 | cgroup v1 | rlimit | docker
     oom_killed: bool = False
     pids_hit: bool = False
     memory_peak: int | None = None  # bytes, when the cgroup reports it
+
+    @property
+    def memory(self) -> str:
+        return f"{size_text(self.limits.memory)} ({self.memory_by})"
+
+    @property
+    def pids(self) -> str:
+        return f"{self.limits.pids} ({self.pids_by})"
+
+    @property
+    def output(self) -> str:
+        return f"{size_text(self.limits.output)} (xrun stops the cell)"
+
+    @property
+    def pids_enforced(self) -> bool:
+        return not self.pids_by.startswith("not enforced")
 
     def as_json(self) -> dict[str, object]:
         return {"memory": self.memory, "pids": self.pids, "output": self.output,

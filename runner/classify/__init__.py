@@ -11,7 +11,7 @@ import signal as _signal
 from .. import platforms
 from ..artifact import ArtifactFacts
 from ..model import Evidence, Verdict
-from ..plan import Cell, Expect
+from ..plan import Cell, Expect, size_text
 from ..proc import signame
 from . import advice
 from .fault import go_fault
@@ -244,7 +244,7 @@ _RAISE = "raise run.limits.{key} in the matrix if the program legitimately needs
 def _limit_struck(ev: Evidence, expect: Expect) -> Verdict | None:
     """A resource limit xrun set stopped the cell: say which, with the number, instead of a generic crash."""
     if ev.output_limited:
-        cap = ev.limits.output.split(" (")[0] if ev.limits else "the"
+        cap = size_text(ev.limits.limits.output) if ev.limits else "the"
         return Verdict("crashed", f"xrun stopped the cell: stdout and stderr together passed the output limit "
                        f"{cap} (run.limits.output), so its whole process tree was killed",
                        "make the program write less (a loop printing without end?), or "
@@ -254,20 +254,17 @@ def _limit_struck(ev: Evidence, expect: Expect) -> Verdict | None:
         return None
     failed = ev.timed_out or ev.signal is not None or ev.exit_code != expect.exit
     text = ev.stderr + ev.stdout
-    mem = lim.memory.split(" (")[0]
-    if lim.oom_killed or (failed and "RLIMIT_DATA" in lim.memory and any(s in text for s in _OUT_OF_MEMORY)):
+    if lim.oom_killed or (failed and lim.memory_by == "RLIMIT_DATA" and any(s in text for s in _OUT_OF_MEMORY)):
         how = ("the kernel's OOM killer stopped it" if lim.oom_killed else
                f"an allocation failed ('{_first(text, next(s for s in _OUT_OF_MEMORY if s in text))[:160]}')")
-        return Verdict("crashed", f"the cell ran out of memory at its {mem} limit (run.limits.memory, enforced by "
-                       f"{lim.memory.split('(')[-1].rstrip(')')}): {how}",
+        return Verdict("crashed", f"the cell ran out of memory at its {size_text(lim.limits.memory)} limit "
+                       f"(run.limits.memory, enforced by {lim.memory_by}): {how}",
                        "find what grows without bound (a leak, an input loaded whole), or " + _RAISE.format(key="memory"))
     # a counter says so (cgroup), else the program's own words under an enforced limit (rlimit, docker
     # container mode, whose cgroup is gone by the time xrun could read it)
-    enforced = not lim.pids.startswith("not enforced")
-    if failed and (lim.pids_hit or (enforced and any(s in text for s in _NO_PROCESSES))):
-        n = lim.pids.split(" (")[0]
-        return Verdict("crashed", f"the cell reached its limit of {n} processes and threads (run.limits.pids, "
-                       f"{lim.pids.split('(')[-1].rstrip(')')}): the kernel refused to create more"
+    if failed and (lim.pids_hit or (lim.pids_enforced and any(s in text for s in _NO_PROCESSES))):
+        return Verdict("crashed", f"the cell reached its limit of {lim.limits.pids} processes and threads "
+                       f"(run.limits.pids, {lim.pids_by}): the kernel refused to create more"
                        + (f" ('{_first(text, next(s for s in _NO_PROCESSES if s in text))[:160]}')"
                           if any(s in text for s in _NO_PROCESSES) else ""),
                        "look for unbounded process or thread creation (a fork loop, a goroutine per item "

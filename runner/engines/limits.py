@@ -22,12 +22,12 @@ import resource
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..model import LimitOutcome
-from ..plan import Limits, size_text
+from ..plan import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -270,20 +270,15 @@ class CellLimits:
         peak = None
         if "memory" in self._dirs:
             c, d = self._dirs["memory"]
-            if c.version == 2:
-                oom = _field(_read(d / "memory.events"), "oom_kill") > 0
-                peak = _int(_read(d / "memory.peak"))
-            else:
-                oom = _field(_read(d / "memory.oom_control"), "oom_kill") > 0
-                peak = _int(_read(d / "memory.max_usage_in_bytes"))
+            oom = _oom_kills(c.version, d) > 0
+            peak = _int(_read(d / ("memory.peak" if c.version == 2 else "memory.max_usage_in_bytes")))
         if "pids" in self._dirs:
-            pids_hit = _field(_read(self._dirs["pids"][1] / "pids.events"), "max") > 0
-        mem = f"{size_text(lim.memory)} ({self._mechanism('memory', 'RLIMIT_DATA', None)})"
+            pids_hit = _pids_refusals(self._dirs["pids"][1]) > 0
         pid_why = None if self._nproc is not None or "pids" in self._dirs else (
             "no writable cgroup, and RLIMIT_NPROC does not apply to uid 0")
-        pids = f"{lim.pids} ({self._mechanism('pids', 'RLIMIT_NPROC, per user', pid_why)})"
         mechs = {self._mechanism(c, "rlimit", None) for c in ("memory", "pids")}
-        return LimitOutcome(memory=mem, pids=pids, output=f"{size_text(lim.output)} (xrun stops the cell)",
+        return LimitOutcome(limits=lim, memory_by=self._mechanism("memory", "RLIMIT_DATA", None),
+                            pids_by=self._mechanism("pids", "RLIMIT_NPROC, per user", pid_why),
                             mechanism=" + ".join(sorted(mechs)), oom_killed=oom, pids_hit=pids_hit,
                             memory_peak=peak)
 
@@ -302,6 +297,16 @@ def _field(text: str, key: str) -> int:
         if k == key and v.strip().isdigit():
             return int(v)
     return 0
+
+
+def _oom_kills(version: int, d: Path) -> int:
+    """How often the OOM killer struck in the memory cgroup d."""
+    return _field(_read(d / ("memory.events" if version == 2 else "memory.oom_control")), "oom_kill")
+
+
+def _pids_refusals(d: Path) -> int:
+    """How often the pids cgroup d refused a fork or a thread."""
+    return _field(_read(d / "pids.events"), "max")
 
 
 def _int(text: str) -> int | None:
@@ -336,20 +341,18 @@ def cgroup_counters(pid: int) -> tuple[int, int] | None:
         if fstype == "cgroup2" and "" in member:
             d = _join(mnt, root, member[""])
             if (d / "memory.events").exists():
-                oom = _field(_read(d / "memory.events"), "oom_kill")
+                oom = _oom_kills(2, d)
             if (d / "pids.events").exists():
-                pids = _field(_read(d / "pids.events"), "max")
+                pids = _pids_refusals(d)
         elif fstype == "cgroup" and "memory" in opts and "memory" in member:
             d = _join(mnt, root, member["memory"])
             if (d / "memory.oom_control").exists():
-                oom = _field(_read(d / "memory.oom_control"), "oom_kill")
+                oom = _oom_kills(1, d)
         elif fstype == "cgroup" and "pids" in opts and "pids" in member:
             d = _join(mnt, root, member["pids"])
             if (d / "pids.events").exists():
-                pids = _field(_read(d / "pids.events"), "max")
+                pids = _pids_refusals(d)
     if oom is None and pids is None:
         return None
     return oom or 0, pids or 0
 
-
-Preexec = Callable[[], None]

@@ -123,8 +123,8 @@ def test_forced_rlimit_fallback_says_which_limit_held(monkeypatch):
 # -- classify: a limit that struck ----------------------------------------------------------------
 
 def _lim(**kw: object) -> LimitOutcome:
-    base = {"memory": "256 MiB (cgroup v2)", "pids": "64 (cgroup v2)", "output": "1 MiB (xrun stops the cell)",
-            "mechanism": "cgroup v2"}
+    base = {"limits": Limits(memory=256 << 20, pids=64, output=1 << 20), "memory_by": "cgroup v2",
+            "pids_by": "cgroup v2", "mechanism": "cgroup v2"}
     return LimitOutcome(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -146,7 +146,7 @@ def test_rlimit_data_out_of_memory():
     c = cell("linux/amd64", "qemu64", "baseline")
     v = verdict(c, ev(c, facts("amd64", "GOAMD64", "v1"), exit_code=2,
                       stderr="fatal error: runtime: out of memory\n",
-                      limits=_lim(memory="256 MiB (RLIMIT_DATA)", mechanism="rlimit")))
+                      limits=_lim(memory_by="RLIMIT_DATA", mechanism="rlimit")))
     assert "enforced by RLIMIT_DATA" in v.explanation and "runtime: out of memory" in v.explanation
 
 
@@ -154,7 +154,7 @@ def test_pids_limit_from_counter_and_from_words():
     c = cell("linux/amd64", "", "host")
     v = verdict(c, ev(c, facts("amd64", "GOAMD64", "v1"), exit_code=1, limits=_lim(pids_hit=True)))
     assert "limit of 64 processes" in v.explanation
-    docker = _lim(pids="64 (docker --pids-limit)", mechanism="docker")
+    docker = _lim(pids_by="docker --pids-limit", mechanism="docker")
     v = verdict(c, ev(c, facts("amd64", "GOAMD64", "v1"), timed_out=True, limits=docker,
                       stderr="fork failed: fork/exec /app: resource temporarily unavailable\n"))
     assert v.verdict == "crashed" and "limit of 64 processes" in v.explanation

@@ -29,7 +29,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from ... import paths, proc
 from ...errors import InfraError
 from ...model import Evidence, LimitOutcome
-from ...plan import Cell, Limits, RunSpec, size_text
+from ...plan import Cell, Limits, RunSpec
 from .. import emulator, sandbox
 from ..foreign import run_foreign
 from ..launch import HOSTNAME, INJECTED_ETC, plan_launch, split_status, tcg_missing_features, write_etc
@@ -300,10 +300,8 @@ class DockerEngine:
                       infra_fix=emulator.QEMU_FIX + " (the statically linked build)", path=how,
                       extra=self._extra(extra, retries))
         code, sig = split_status(code, sig)     # tini and docker exec report signal N as 128+N, like bwrap
-        lim = run.limits
-        outcome = LimitOutcome(memory=f"{size_text(lim.memory)} (docker --memory, no swap)",
-                               pids=f"{lim.pids} (docker --pids-limit)",
-                               output=f"{size_text(lim.output)} (xrun stops the cell)", mechanism="docker",
+        outcome = LimitOutcome(limits=run.limits, memory_by="docker --memory, no swap",
+                               pids_by="docker --pids-limit", mechanism="docker",
                                oom_killed=out.oom_killed, pids_hit=out.pids_hit)
         return mk(ran=True, exit_code=code, signal=sig, stdout=out.stdout, stderr=out.stderr,
                   duration_s=out.duration_s, timed_out=out.timed_out, emulator=qemu, tcg_missing=tcg,
