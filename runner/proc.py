@@ -79,15 +79,39 @@ class Tail:
         return f"[... {self.dropped} bytes dropped ...]\n{s}" if self.dropped else s
 
 
-def _pump(stream: object, tail: Tail, after: Callable[[], None] | None = None) -> None:
+class Output:
+    """A process's stdout and stderr under one byte budget: kept whole up to `limit` bytes together
+    (tails of `tail_bytes` when there is no limit); what comes after the budget is dropped. Every
+    place that reads a cell's output (here, and both docker modes) uses this."""
+
+    def __init__(self, limit: int | None, tail_bytes: int = TAIL_BYTES) -> None:
+        keep = max(tail_bytes, limit or 0)
+        self.out, self.err = Tail(keep), Tail(keep)
+        self.limit = limit
+        self._lock = threading.Lock()
+        self.limited = False
+
+    def feed(self, tail: Tail, data: bytes) -> bool:
+        """Keep data in `tail` (self.out or self.err); True once, when the budget is first passed:
+        then the caller stops the process."""
+        with self._lock:
+            if self.limited:
+                return False
+            tail.feed(data)
+            if self.limit is not None and self.out.total + self.err.total > self.limit:
+                self.limited = True
+                return True
+            return False
+
+
+def _pump(stream: object, output: Output, tail: Tail, over: Callable[[], None]) -> None:
     read = stream.read1 if hasattr(stream, "read1") else stream.read  # type: ignore[attr-defined]
     while True:
         chunk = read(65536)
         if not chunk:
             return
-        tail.feed(chunk)
-        if after is not None:
-            after()
+        if output.feed(tail, chunk):
+            over()
 
 
 def disable_core_dumps() -> None:
@@ -119,17 +143,10 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
         _live.add(proc)
         if _stopping.is_set():
             kill_tree(proc)
-    keep = max(tail_bytes, output_limit or 0)
-    out, err = Tail(keep), Tail(keep)
-    limited = threading.Event()
-    check: Callable[[], None] | None = None
-    if output_limit is not None:
-        def check() -> None:
-            if out.total + err.total > output_limit and not limited.is_set():
-                limited.set()
-                kill_tree(proc)
-    readers = [threading.Thread(target=_pump, args=(proc.stdout, out, check), daemon=True),
-               threading.Thread(target=_pump, args=(proc.stderr, err, check), daemon=True)]
+    output = Output(output_limit, tail_bytes)
+    out, err = output.out, output.err
+    readers = [threading.Thread(target=_pump, args=(s, output, t, lambda: kill_tree(proc)), daemon=True)
+               for s, t in ((proc.stdout, out), (proc.stderr, err))]
     for r in readers:
         r.start()
     if data is not None:
@@ -170,7 +187,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
     rc = proc.returncode
     sig = -rc if rc < 0 else None
     return Result(tuple(argv), None if sig else rc, sig, out.text(), err.text(),
-                  time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped), limited.is_set())
+                  time.monotonic() - t0, timed_out, bool(out.dropped or err.dropped), output.limited)
 
 
 def run_attached(argv: Sequence[str], *, timeout: float | None = None,

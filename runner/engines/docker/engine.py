@@ -374,21 +374,18 @@ class DockerEngine:
             t0 = time.monotonic()
             if sock is not None:
                 feed(sock, run.stdin)
-            out, err = proc.Tail(run.limits.output), proc.Tail(run.limits.output)
-            limited = threading.Event()
+            output = proc.Output(run.limits.output)
 
             def follow(tail: proc.Tail, **which: bool) -> None:
                 # streamed while it runs, so the output limit stops the cell as it does in the local engine
                 with contextlib.suppress(Exception):
                     for chunk in c.logs(stream=True, follow=True, **which):
-                        tail.feed(chunk)
-                        if out.total + err.total > run.limits.output and not limited.is_set():
-                            limited.set()
+                        if output.feed(tail, chunk):
                             with contextlib.suppress(Exception):
                                 c.kill()
-            readers = [threading.Thread(target=follow, args=(out,), kwargs={"stdout": True, "stderr": False},
+            readers = [threading.Thread(target=follow, args=(output.out,), kwargs={"stdout": True, "stderr": False},
                                         daemon=True),
-                       threading.Thread(target=follow, args=(err,), kwargs={"stdout": False, "stderr": True},
+                       threading.Thread(target=follow, args=(output.err,), kwargs={"stdout": False, "stderr": True},
                                         daemon=True)]
             for r in readers:
                 r.start()
@@ -400,8 +397,8 @@ class DockerEngine:
             with contextlib.suppress(Exception):
                 c.reload()
                 oom = bool(c.attrs.get("State", {}).get("OOMKilled"))
-            return Outcome(code, out.text(), err.text(), dur, timed_out and not limited.is_set(),
-                            oom_killed=oom, output_limited=limited.is_set())
+            return Outcome(code, output.out.text(), output.err.text(), dur, timed_out and not output.limited,
+                           oom_killed=oom, output_limited=output.limited)
         finally:
             if sock is not None:
                 close_sock(sock)

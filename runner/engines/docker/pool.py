@@ -172,18 +172,16 @@ class Pool:
         eid = ex["Id"]
         t0 = time.monotonic()
         sock = api.exec_start(eid, socket=True)
-        out, err = proc.Tail(run.limits.output), proc.Tail(run.limits.output)
+        output = proc.Output(run.limits.output)
+        out, err = output.out, output.err
         eof = threading.Event()
-        limited = threading.Event()
 
         def read() -> None:
             try:
+                # past the budget the rest is read and dropped (dockerd stalls other execs while a
+                # stream is unread); the main loop below kills the cell's processes
                 for stream, data in frames_iter(sock, False):
-                    if limited.is_set():
-                        continue            # drain: dockerd stalls other execs while a stream is unread
-                    (out if stream == 1 else err).feed(data)
-                    if out.total + err.total > run.limits.output:
-                        limited.set()       # the main loop below kills the cell's processes
+                    output.feed(out if stream == 1 else err, data)
             except (OSError, ValueError):   # ValueError: the cell's end closed the socket under us
                 pass
             finally:
@@ -198,8 +196,8 @@ class Pool:
         try:
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or stopping() or self._host.closing() or limited.is_set():
-                    timed_out = not limited.is_set()
+                if left <= 0 or stopping() or self._host.closing() or output.limited:
+                    timed_out = not output.limited
                     break
                 # EOF normally comes with the exit; asking every 50 ms too means a child that keeps
                 # the pipe open cannot hold the cell past its main process
@@ -210,7 +208,7 @@ class Pool:
                 if got_eof:
                     time.sleep(0.002)
             dur = time.monotonic() - t0
-            if timed_out or limited.is_set():
+            if timed_out or output.limited:
                 self._kill_all(slot, retries)
                 if stopping() or self._host.closing():
                     raise proc.Stopped("xrun is stopping")
@@ -228,7 +226,7 @@ class Pool:
             return Outcome(infra=(f"docker exec failed: {text.strip()[:400]}",
                                    "check the image and the bind-mounted files (artifact, qemu)"))
         return Outcome(int(code) if code is not None else None, text, err.text(), dur, timed_out,
-                        output_limited=limited.is_set())
+                        output_limited=output.limited)
 
     def _kill_all(self, slot: Slot, retries: Retries) -> None:
         """SIGKILL every process in the container but its init (the helper's kill mode)."""
