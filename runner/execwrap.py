@@ -12,9 +12,10 @@ import shlex
 import stat
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from . import platforms, proc
+from . import forensics, platforms, proc
 from .artifact import inspect
 from .classify import classify
 from .engines.launch import split_status
@@ -97,11 +98,14 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
                 outcome = lim.outcome()
         finally:
             prep.close()
-    _, sig = split_status(rc, None)
-    if sig is not None:
-        ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how,
-                           limits=outcome, hardening=prep.hardening)
-        _report(cell, ev, run, fallback=rc)
+        _, sig = split_status(rc, None)
+        if sig is not None:
+            ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how,
+                               limits=outcome, hardening=prep.hardening)
+            if forensics.wants_core(ev):    # stderr went to the caller: only a guest core can say where
+                ev = replace(ev, **engine.guest_core(cell, binary, root, run, workdir=Path.cwd(),
+                                                      signal=sig))
+            _report(cell, forensics.enrich(cell, ev, binary, root), run, fallback=rc)
     return int(rc)
 
 

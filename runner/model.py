@@ -131,6 +131,47 @@ class LimitOutcome:
                 "memory_peak": self.memory_peak}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """The instruction a cell died on (contract §7 `evidence.fault`), read from the fault itself.
+
+    `source` says where the PC came from: Go's own fatal-signal report (go-panic) or the guest core
+    qemu wrote (core-dump); `origin` whose code it is: go-runtime, go-user, go-asm, cgo-c or unknown.
+    """
+
+    signal: str                          # SIGILL, SIGSEGV, SIGBUS, SIGFPE
+    pc: int
+    source: str                          # go-panic | core-dump | qemu-log
+    instruction: str | None = None       # "vpxor ymm0, ymm0, ymm0"
+    extension: str | None = None         # "AVX2"
+    symbol: str | None = None            # "main.useAVX"
+    location: str | None = None          # "avx_amd64.s:4"
+    origin: str = "unknown"
+    model_has_extension: bool | None = None
+    model: str | None = None             # the qemu CPU model the cell ran
+
+    def as_json(self) -> dict[str, object]:
+        return {"signal": self.signal, "pc": f"{self.pc:#x}", "source": self.source, "symbol": self.symbol,
+                "location": self.location, "origin": self.origin, "instruction": self.instruction,
+                "extension": self.extension, "model_has_extension": self.model_has_extension,
+                "line": self.line()}
+
+    def line(self) -> str:
+        """One line: "SIGILL at 0x49a18f in main.add8 (add8_amd64.s:8): vmovdqu ymm0, [rsi] needs AVX;
+        Westmere has no AVX"."""
+        at = f" in {self.symbol}" if self.symbol else ""
+        loc = f" ({self.location})" if self.location else ""
+        what = self.instruction or "an instruction xrun could not decode"
+        text = f"{self.signal} at {self.pc:#x}{at}{loc}: {what}"
+        if self.extension:
+            text += f" needs {self.extension}"
+            if self.model and self.model_has_extension is False:
+                text += f"; {self.model} has no {self.extension}"
+            elif self.model and self.model_has_extension:
+                text += f"; {self.model} has {self.extension} on real hardware"
+        return text
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Everything observed for a cell; classify() turns it into a verdict."""
@@ -164,6 +205,12 @@ class Evidence:
     wasm_exec_go: str | None = None         # js/wasm: the Go whose wasm_exec.js ran it ("unknown")
     wasm_exec: str | None = None            # js/wasm: the path of that wasm_exec.js
     extra: Mapping[str, str] = field(default_factory=dict)
+    # read from the binary and the fault after the run (runner/forensics)
+    fault: Fault | None = None
+    symbols: tuple[tuple[str, str], ...] = ()   # (name, version) the image's C library lacks
+    image_libc: str | None = None               # "glibc 2.36", "musl 1.2.3"
+    core: tuple[int, int] | None = None         # (signal, pc) from qemu's guest core (engines set it)
+    core_note: str | None = None                # why no guest core could be had, when one was sought
 
     def trimmed(self, keep: int = TAIL_BYTES) -> Evidence:
         """The same evidence with stdout and stderr cut to their last `keep` bytes, for the report.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import model, proc
+from . import forensics, model, proc
 from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import classify
@@ -190,7 +190,7 @@ def run_built(cell: Cell, artifact: Path, ready: Callable[[], tuple[Engine, Root
         root = roots.get(cell)
     except InfraError as e:
         return Verdict("infra-error", e.what, e.fix), None
-    ev = engine.run_cell(cell, artifact, root, run)
+    ev = forensics.enrich(cell, engine.run_cell(cell, artifact, root, run), artifact, root)
     return classify(cell, ev, run.expect, run.timeout), ev
 
 

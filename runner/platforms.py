@@ -285,3 +285,187 @@ def next_level(a: Arch, level: str | None) -> str | None:
     """The level just above this one (None at the top)."""
     i = a.level_index(level)
     return a.levels[i + 1] if i + 1 < len(a.levels) else None
+
+
+# --- ISA extensions (issue 13): which extension an instruction needs, and which each CPU model has ---
+#
+# An instruction's extension comes from capstone's instruction groups first, then from its mnemonic
+# (capstone leaves LSE atomics, POWER8-10, popcnt/lzcnt/movbe and MIPS FPU ops ungrouped). The model
+# tables are what the CPU has on real hardware (qemu 7.2's model definitions, target/*/cpu*.c); what
+# qemu's TCG cannot execute of them is TCG_LACKS. Names are the ones users search for.
+
+@dataclass(frozen=True)
+class Isa:
+    """How to decode one arch's instructions and name the extension each needs."""
+
+    capstone: tuple[str, str]                      # capstone (CS_ARCH_*, CS_MODE_* joined by |)
+    groups: tuple[tuple[str, str], ...]            # capstone group -> extension, most specific first
+    mnemonics: tuple[tuple[str, str], ...] = ()    # regex over the whole mnemonic -> extension
+    insn_size: int = 4                             # bytes to read at the PC (x86: 15)
+
+
+_X86_GROUPS = (("avx512", "AVX-512F"), ("avx2", "AVX2"), ("fma", "FMA"), ("bmi2", "BMI2"), ("bmi", "BMI1"),
+               ("f16c", "F16C"), ("avx", "AVX"), ("aes", "AES-NI"), ("pclmul", "PCLMULQDQ"), ("sha", "SHA"),
+               ("adx", "ADX"), ("sse42", "SSE4.2"), ("sse41", "SSE4.1"), ("ssse3", "SSSE3"), ("sse3", "SSE3"),
+               ("sse4a", "SSE4a"), ("fma4", "FMA4"), ("xop", "XOP"), ("tbm", "TBM"), ("3dnow", "3DNow!"),
+               ("sse2", "SSE2"), ("sse1", "SSE"), ("mmx", "MMX"), ("cmov", "CMOV"))
+_X86_MNEMONICS = ((r"popcnt", "POPCNT"), (r"lzcnt", "LZCNT"), (r"movbe", "MOVBE"), (r"rdrand", "RDRAND"),
+                  (r"rdseed", "RDSEED"), (r"cmpxchg16b", "CX16"), (r"xgetbv|xsave\w*|xrstor\w*", "XSAVE"),
+                  (r"cmov\w+", "CMOV"), (r"f\w+", "x87"))
+_LSE = r"(ld|st)(add|clr|eor|set|smax|smin|umax|umin)(a|l|al)?[bh]?|swp(a|l|al)?[bh]?|casp?(a|l|al)?[bh]?"
+_PPC_P10 = r"p(ld|lw\w*|lh\w*|lb\w*|st\w*|addi|la|li|lxv\w*|stxv\w*|lfs|lfd|stfs|stfd)|brd|brw|brh|setn?bcr?|xxsplti\w+|xxpermx|xxeval|xxblendv\w|vstribr|vstril\w*|lxvp|stxvp"
+_PPC_P9 = (r"mod[su][dw]|cnttz[dw]\.?|darn|setb|addpcis|cmpeqb|cmprb|maddhd|maddhdu|maddld|xxbr[dwhq]|"
+           r"lxvx?|stxvx?|lxsd|stxsd|lxssp|stxssp|lxvb16x|lxvh8x|stxvb16x|stxvh8x|lxvll?|stxvll?|"
+           r"mtvsrdd|mtvsrws|mfvsrld|xsadd[dq]p\w*|xscmp\w+qp|xxextractuw|xxinsertw|vpermr|vnegw|vnegd|"
+           r"vprtyb\w|vcmpne[bhw]\.?|vcmpnez[bhw]\.?|vclzlsbb|vctzlsbb|vctz[bhwd]|vextu[bhw][lr]x|copy|paste\.?")
+_PPC_P8 = (r"m[tf]vsr(d|wz|wa)|vpopcnt[bhwd]|vcipher\w*|vncipher\w*|vsbox|vpmsum[bhwd]|vshasigma[wd]|"
+           r"v(add|sub)u[dq]m|v(add|sub)e?c?uq\w*|vmrg[eo]w|vmax[su]d|vmin[su]d|vcmp(equ|gts|gtu)d\.?|"
+           r"v(sl|sr|sra|rl)d|vclz[bhwd]|vgbbd|vbpermq|vpks[dw][su]s|vpkudu[ms]|vupk[hl]sw|veqv|vnand|vorc|"
+           r"lxsiwzx|lxsiwax|lxsspx|stxsiwx|stxsspx|xsaddsp|xsmulsp|xsdivsp|xssubsp|xscvdpspn|xscvspdpn|"
+           r"lq|stq|lbarx|lharx|stbcx\.|sthcx\.|lqarx|stqcx\.|icbt|tabort\w*\.?|tbegin\.|tend\.|tsr\.")
+_MIPS_FPU = r"(d?m[tf]c1|[cl][wd]c1|s[wd]c1|[cm][tf]hc1|ctc1|cfc1|bc1[ft]l?|\w+\.(s|d|ps|w|l)|c\.\w+\.(s|d))"
+
+ISA: Mapping[str, Isa] = MappingProxyType({
+    "amd64": Isa(("CS_ARCH_X86", "CS_MODE_64"), _X86_GROUPS, _X86_MNEMONICS, 15),
+    "386": Isa(("CS_ARCH_X86", "CS_MODE_32"), _X86_GROUPS, _X86_MNEMONICS, 15),
+    "arm": Isa(("CS_ARCH_ARM", "CS_MODE_ARM"),
+               (("crypto", "ARMv8 crypto"), ("crc", "CRC32"), ("v8", "ARMv8"), ("neon", "NEON"),
+                ("vfp4", "VFPv4"), ("vfp3", "VFPv3"), ("divide", "IDIV"), ("databarrier", "ARMv7"),
+                ("v7", "ARMv7"), ("v6t2", "ARMv6T2"), ("v6k", "ARMv6K"), ("v6", "ARMv6"), ("vfp2", "VFPv2"),
+                ("v5te", "ARMv5TE")),
+               ((r"ldrex[bhd]|strex[bhd]|clrex|yield|wfe|wfi|sev", "ARMv6K"), (r"ldrex|strex", "ARMv6"),
+                (r"mov[wt]|ubfx|sbfx|bfi|bfc|rbit|mls", "ARMv6T2"), (r"[su]div", "IDIV"),
+                (r"dmb|dsb|isb", "ARMv7"))),
+    "arm64": Isa(("CS_ARCH_ARM64", "CS_MODE_ARM"),
+                 (("sve2", "SVE2"), ("sve", "SVE"), ("sme", "SME"), ("dotprod", "DotProd"), ("fullfp16", "FP16"),
+                  ("rcpc", "RCPC"), ("lse", "LSE"), ("rdm", "RDM"), ("sha3", "SHA3"), ("sm4", "SM4"),
+                  ("sha2", "ARMv8 crypto"), ("aes", "ARMv8 crypto"), ("crypto", "ARMv8 crypto"), ("crc", "CRC32")),
+                 ((_LSE, "LSE"), (r"sqrdml[as]h", "RDM"), (r"[su]dot", "DotProd"), (r"ldapu?r\w*", "RCPC"),
+                  (r"pac\w+|aut\w+|xpac\w*|reta[ab]|bra[ab]z?|blra[ab]z?", "PAuth"), (r"bti", "BTI"),
+                  (r"ld64b|st64bv?0?", "LS64"), (r"cpy\w+|set[pme]\w*", "MOPS"))),
+    "ppc64le": Isa(("CS_ARCH_PPC", "CS_MODE_64|CS_MODE_LITTLE_ENDIAN"), (),
+                   ((_PPC_P10, "POWER10"), (_PPC_P9, "POWER9"), (_PPC_P8, "POWER8"))),
+    "ppc64": Isa(("CS_ARCH_PPC", "CS_MODE_64|CS_MODE_BIG_ENDIAN"), (),
+                 ((_PPC_P10, "POWER10"), (_PPC_P9, "POWER9"), (_PPC_P8, "POWER8"))),
+    "s390x": Isa(("CS_ARCH_SYSZ", "CS_MODE_BIG_ENDIAN"),
+                 (("vector", "vector facility (z13)"), ("distinctops", "distinct-operands facility (z196)"),
+                  ("fpextension", "floating-point extension facility (z196)"),
+                  ("highword", "high-word facility (z196)"), ("loadstoreoncond", "load/store-on-condition (z196)"),
+                  ("interlockedaccess1", "interlocked-access facility 1 (z196)")),
+                 ((r"v\w+", "vector facility (z13)"),), 6),
+    "riscv64": Isa(("CS_ARCH_RISCV", "CS_MODE_RISCV64|CS_MODE_RISCVC"),
+                   (("hasStdExtD", "D"), ("hasStdExtF", "F"), ("hasStdExtA", "A"), ("hasStdExtM", "M"),
+                    ("hasStdExtC", "C")),
+                   ((r"sh[123]add(\.uw)?|add\.uw|slli\.uw", "Zba"),
+                    (r"andn|orn|xnor|clzw?|ctzw?|cpopw?|max|maxu|min|minu|sext\.[bh]|zext\.h|rolw?|rorw?|roriw?|orc\.b|rev8", "Zbb"),
+                    (r"v\w+", "V"))),
+    "mips64le": Isa(("CS_ARCH_MIPS", "CS_MODE_MIPS64|CS_MODE_LITTLE_ENDIAN"), (), ((_MIPS_FPU, "FPU"),)),
+    "mips64": Isa(("CS_ARCH_MIPS", "CS_MODE_MIPS64|CS_MODE_BIG_ENDIAN"), (), ((_MIPS_FPU, "FPU"),)),
+    "mipsle": Isa(("CS_ARCH_MIPS", "CS_MODE_MIPS32|CS_MODE_LITTLE_ENDIAN"), (), ((_MIPS_FPU, "FPU"),)),
+    "mips": Isa(("CS_ARCH_MIPS", "CS_MODE_MIPS32|CS_MODE_BIG_ENDIAN"), (), ((_MIPS_FPU, "FPU"),)),
+})
+
+
+def _cumulative(*steps: tuple[str, str]) -> dict[str, frozenset[str]]:
+    """Each model has its own extensions and every earlier model's ("Haswell": "AVX2 FMA ...")."""
+    out: dict[str, frozenset[str]] = {}
+    have: frozenset[str] = frozenset()
+    for names, exts in steps:
+        have = have | frozenset(e.replace("_", " ") for e in exts.split())
+        for n in names.split():
+            out[n] = have
+    return out
+
+
+_X86_EXTENSIONS = {
+    "486": frozenset({"x87"}), "pentium": frozenset({"x87"}), "pentium2": frozenset({"x87", "MMX", "CMOV"}),
+    "pentium3": frozenset({"x87", "MMX", "CMOV", "SSE"}),
+    "n270": frozenset({"x87", "MMX", "CMOV", "SSE", "SSE2", "SSE3", "SSSE3", "MOVBE"}),
+    **_cumulative(("qemu32 qemu64", "x87 MMX CMOV SSE SSE2 SSE3 CX16"), ("coreduo", ""), ("Conroe", "SSSE3"), ("Penryn", "SSE4.1"),
+                  ("Nehalem", "SSE4.2 POPCNT"), ("Westmere", "AES-NI PCLMULQDQ"),
+                  ("SandyBridge", "AVX XSAVE"), ("IvyBridge", "F16C RDRAND"),
+                  ("Haswell", "AVX2 FMA BMI1 BMI2 MOVBE LZCNT"), ("Broadwell", "ADX RDSEED"),
+                  ("Skylake-Client", ""), ("Skylake-Server", "AVX-512F"), ("Cascadelake-Server", ""),
+                  ("Icelake-Server", "SHA")),
+}
+MODEL_EXTENSIONS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({
+    "amd64": _X86_EXTENSIONS, "386": _X86_EXTENSIONS,
+    "arm": _cumulative(("arm926 arm1026", "ARMv5TE VFPv2"), ("arm1136", "ARMv6"),
+                       ("arm1176 arm11mpcore", "ARMv6K"),
+                       ("cortex-a8 cortex-a9", "ARMv6T2 ARMv7 VFPv3 NEON"), ("cortex-a7 cortex-a15", "VFPv4 IDIV"),
+                       ("max", "ARMv8 CRC32 ARMv8_crypto")),
+    "arm64": _cumulative(("cortex-a35 cortex-a53 cortex-a57 cortex-a72", "ARMv8.0 NEON CRC32 ARMv8_crypto"),
+                         ("neoverse-n1 cortex-a76", "LSE RDM FP16 DotProd RCPC"),
+                         ("a64fx", "SVE"), ("max", "SVE2 SHA3 SM4 PAuth BTI MOPS")),
+    "ppc64le": _cumulative(("power7", "VSX"), ("power8", "POWER8"), ("power9", "POWER9"), ("power10", "POWER10")),
+    "ppc64": _cumulative(("power7", "VSX"), ("power8", "POWER8"), ("power9", "POWER9"), ("power10", "POWER10")),
+    "s390x": _cumulative(("z900-base", ""),
+                         ("qemu", "vector_facility_(z13) distinct-operands_facility_(z196) "
+                                  "floating-point_extension_facility_(z196) high-word_facility_(z196) "
+                                  "load/store-on-condition_(z196) interlocked-access_facility_1_(z196)")),
+    "riscv64": _cumulative(("sifive-e51", "M A C"), ("sifive-u54", "F D"), ("rv64", "Zba Zbb"), ("rv64,v=true", "V")),
+    "mips64le": _cumulative(("5Kc", ""), ("R4000", "FPU")),
+    "mips64": _cumulative(("5Kc", ""), ("R4000", "FPU")),
+    "mipsle": {"24Kf": frozenset({"FPU"})}, "mips": {"24Kf": frozenset({"FPU"})},
+})
+# qemu 7.2's TCG executes none of these even when the model has them (x86: AVX-512 is filtered out)
+TCG_LACKS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "amd64": frozenset({"AVX-512F"}), "386": frozenset({"AVX-512F"}), "arm64": frozenset({"SME"}),
+})
+# qemu's "+feature"/"-feature" names -> the extension names above (a profile's cpu: "Westmere,+avx")
+_QEMU_FEATURES = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "bmi1": "BMI1", "bmi2": "BMI2", "f16c": "F16C",
+                  "aes": "AES-NI", "pclmulqdq": "PCLMULQDQ", "sha-ni": "SHA", "adx": "ADX", "sse4.2": "SSE4.2",
+                  "sse4_2": "SSE4.2", "sse4.1": "SSE4.1", "sse4_1": "SSE4.1", "ssse3": "SSSE3", "popcnt": "POPCNT",
+                  "movbe": "MOVBE", "lzcnt": "LZCNT", "abm": "LZCNT", "avx512f": "AVX-512F", "rdrand": "RDRAND",
+                  "rdseed": "RDSEED", "xsave": "XSAVE", "v": "V", "zba": "Zba", "zbb": "Zbb", "sve": "SVE",
+                  "sve2": "SVE2", "lse": "LSE", "pauth": "PAuth", "neon": "NEON", "vfp": "VFPv2"}
+
+
+def model_extensions(goarch: str, cpu: str) -> frozenset[str] | None:
+    """The extensions a CPU model (with any ",+feat,-feat,feat=on|off|true|false" after it) has on real
+    hardware; None when the model is not in the table."""
+    table = MODEL_EXTENSIONS.get(goarch, {})
+    parts = cpu.split(",")
+    base = table.get(parts[0]) if "=" not in cpu else table.get(cpu) or table.get(parts[0])
+    if base is None:
+        return None
+    have = set(base)
+    for p in parts[1:]:
+        name, _, val = p.lstrip("+-").partition("=")
+        ext = _QEMU_FEATURES.get(name.lower())
+        if ext is None:
+            continue
+        if p.startswith("-") or val in ("off", "false"):
+            have.discard(ext)
+        elif p.startswith("+") or val in ("on", "true"):
+            have.add(ext)
+    return frozenset(have)
+
+# what each Go level lets the compiler emit (and Go's startup check, where it has one, demands)
+LEVEL_EXTENSIONS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType({
+    "amd64": _cumulative(("v1", "SSE SSE2"), ("v2", "SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT CX16"),
+                         ("v3", "AVX AVX2 BMI1 BMI2 F16C FMA LZCNT MOVBE XSAVE"), ("v4", "AVX-512F")),
+    "386": {"softfloat": frozenset(), "sse2": frozenset({"SSE", "SSE2"})},
+    "arm": _cumulative(("v5", "ARMv5TE"), ("v6", "ARMv6 VFPv2"), ("v7", "ARMv7 VFPv3")),
+    "arm64": {lvl: frozenset({"ARMv8.0"} | ({"LSE", "RDM"} if lvl != "v8.0" else set()))
+              for lvl in _ARM64_LEVELS},
+    "ppc64le": _cumulative(("power8", "VSX POWER8"), ("power9", "POWER9"), ("power10", "POWER10")),
+    "ppc64": _cumulative(("power8", "VSX POWER8"), ("power9", "POWER9"), ("power10", "POWER10")),
+    "riscv64": _cumulative(("rva20u64", "M A F D C"), ("rva22u64", "Zba Zbb"), ("rva23u64", "V")),
+    "mips64le": {"softfloat": frozenset(), "hardfloat": frozenset({"FPU"})},
+    "mips64": {"softfloat": frozenset(), "hardfloat": frozenset({"FPU"})},
+    "mipsle": {"softfloat": frozenset(), "hardfloat": frozenset({"FPU"})},
+    "mips": {"softfloat": frozenset(), "hardfloat": frozenset({"FPU"})},
+    "s390x": {"": frozenset({"vector facility (z13)"})},
+})
+
+
+def level_gap(goarch: str, level: str | None, cpu: str) -> tuple[str, ...] | None:
+    """The extensions a Go level needs that a CPU model lacks (None: one of the two is not in the tables)."""
+    a = ARCHES.get(goarch)
+    lvl = level or (a.default_level if a else None) or ""
+    need = LEVEL_EXTENSIONS.get(goarch, {}).get(lvl)
+    have = model_extensions(goarch, cpu)
+    if need is None or have is None:
+        return None
+    return tuple(sorted(need - have))

@@ -10,11 +10,10 @@ import signal as _signal
 
 from .. import platforms
 from ..artifact import ArtifactFacts
-from ..model import Evidence, Verdict
+from ..model import Evidence, Fault, Verdict
 from ..plan import Cell, Expect, size_text
 from ..proc import signame
 from . import advice
-from .fault import go_fault
 from .foreign import foreign_verdict
 
 _GO_AMD64 = re.compile(r"This program can only be run on AMD64 processors with (v\d) microarchitecture support")
@@ -65,52 +64,104 @@ def _mismatch_fix(cell: Cell, facts: ArtifactFacts) -> str:
 
 
 def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
-    """unsupported-cpu, or emulation-unsupported when the model should run this level but TCG cannot."""
+    """unsupported-cpu, or emulation-unsupported when the model has what faulted but TCG cannot run it.
+
+    The faulting instruction decides (issue 13): its extension against the model's table. Without a
+    PC (Go's startup check refused, or no core could be had) the Go level's extensions against the
+    model's decide, and the explanation says that no instruction was seen.
+    """
     a = cell.target.facts
-    facts = ev.artifact
-    built = facts.go_level or cell.target.level
+    built = ev.artifact.go_level or cell.target.level
+    fault = ev.fault
+    if fault is not None and fault.signal == "SIGILL" and fault.extension and fault.model_has_extension is not None:
+        return _fault_verdict(cell, ev, what, fault, built)
+    gap = platforms.level_gap(a.goarch, built, cell.cpu) if cell.cpu else None
     model = a.model(cell.cpu)
-    prof = cell.profile.name
-    cpu_desc = f"qemu CPU model {cell.cpu}" + (f" (runs up to {a.goarch} {model.level})"
-                                                if model and model.level else "")
-    fault = go_fault(ev.stderr, a.goarch)
-    if fault is not None and fault.origin in ("go-assembly", "cgo") and fault.signal == "ILL":
-        # code the Go level does not govern: the faulting instruction is the evidence, not the level
-        ext = fault.extension or "an instruction"
-        guard = ("check the CPU before using it (golang.org/x/sys/cpu, e.g. cpu.X86.HasAVX2) and keep a "
-                 "fallback" if fault.origin == "go-assembly" else
-                 "compile the C code for the oldest CPU you ship to (drop -mavx2/-march flags from CGO_CFLAGS) "
-                 "or dispatch on the CPU at run time")
-        return Verdict("unsupported-cpu",
-                       f"{what} The faulting instruction is {fault.describe()}; {cell.cpu} has no {ext}. "
-                       f"The binary's Go level ({built or 'default'}) does not cover it: the binary, not the "
-                       "emulator, is at fault.",
-                       f"in {fault.function or 'that code'} ({fault.where or 'see the trace'}): {guard}; or drop "
-                       f"the {prof} profile if you never ship to {cell.cpu}-class machines")
-    if model and model.level and built and a.level_index(built) <= a.level_index(model.level):
-        missing = ", ".join(ev.tcg_missing[:8]) or "an instruction the model advertises"
+    seen = (f" The faulting instruction is {fault.line()}." if fault is not None else
+            " No faulting instruction could be read" + (f" ({ev.core_note})" if ev.core_note else "")
+            + "; this rests on the binary's Go level.")
+    if gap == () or (gap is None and model and model.level and built
+                     and a.level_index(built) <= a.level_index(model.level)):
+        lacks = sorted(platforms.TCG_LACKS.get(a.goarch, frozenset())
+                       & platforms.LEVEL_EXTENSIONS.get(a.goarch, {}).get(built or a.default_level or "", frozenset()))
+        missing = ", ".join(lacks) or "an instruction the model advertises"
+        if ev.tcg_missing:
+            missing += f" (qemu's warning names {', '.join(ev.tcg_missing[:8])})"
         return Verdict(
             "emulation-unsupported",
-            f"{what} The binary is {a.goarch} {built}, which {cell.cpu} supports on real hardware, but "
-            f"qemu's TCG cannot provide {missing}: the emulator, not the binary, is at fault.",
-            f"test {cell.target.spec} on real hardware of that level (the `host` profile runs it natively "
-            f"when this machine has the features), or drop the {prof} profile for this target "
+            f"{what} The binary is {a.goarch} {built}, whose instructions {cell.cpu} has on real hardware, but "
+            f"qemu's TCG cannot provide {missing}: the emulator, not the binary, is at fault." + (
+                "" if fault is None else f" The faulting instruction is {fault.line()}."),
+            _emulation_fix(cell))
+    return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {_level_text(ev, built)}; "
+                   f"{_cpu_desc(cell)} lacks "
+                   + (", ".join(gap) + ", which that level uses." if gap else "instructions it uses.") + seen,
+                   _level_fix(cell, built))
+
+
+def _cpu_desc(cell: Cell) -> str:
+    model = cell.target.facts.model(cell.cpu)
+    return f"qemu CPU model {cell.cpu}" + (f" (runs up to {cell.target.facts.goarch} {model.level})"
+                                           if model and model.level else "")
+
+
+def _level_text(ev: Evidence, built: str | None) -> str:
+    a, facts = platforms.arch(ev.artifact.goarch) if ev.artifact.goarch else None, ev.artifact
+    if a and facts.build and a.level_var and facts.build.setting(a.level_var):
+        return f"{a.level_var}={facts.build.setting(a.level_var)}"
+    return f"level {built or 'default'}"
+
+
+def _emulation_fix(cell: Cell) -> str:
+    return (f"test {cell.target.spec} on real hardware of that level (the `host` profile runs it natively "
+            f"when this machine has the features), or drop the {cell.profile.name} profile for this target "
             "(or list the cell under xfail with verdict emulation-unsupported)")
+
+
+def _level_fix(cell: Cell, built: str | None) -> str:
+    a = cell.target.facts
+    prof = cell.profile.name
+    model = a.model(cell.cpu)
     if model and model.level and model.level in a.levels:
         fix = advice.build_for_model(prof, cell.cpu, cell.target.os, a, model.level)
         if built and a.level_index(built) > a.level_index(model.level):
             fix += f" instead of {built}; keep a separate {built} artifact only for machines you know have it"
-    elif a.levels:
+        return fix
+    if a.levels and not (model and model.level is None):
         lower = a.levels[max(0, a.level_index(built) - 1)]
-        fix = (f"build for an older level that {cell.cpu} implements, e.g. {cell.target.os}/{a.goarch}/{lower} "
-               f"({advice.level_setting(a, lower)}), or drop the {prof} profile if you do not ship to that CPU")
+        return (f"build for an older level that {cell.cpu} implements, e.g. {cell.target.os}/{a.goarch}/{lower} "
+                f"({advice.level_setting(a, lower)}), or drop the {prof} profile if you do not ship to that CPU")
+    return f"this {a.goarch} CPU model cannot run Go binaries; profile {prof} should name a newer model"
+
+
+def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str | None) -> Verdict:
+    a = cell.target.facts
+    ext = fault.extension
+    if fault.model_has_extension:
+        tcg = ext in platforms.TCG_LACKS.get(a.goarch, frozenset())
+        return Verdict("emulation-unsupported",
+                       f"{what} {fault.line()}. qemu's TCG cannot execute {ext}"
+                       + ("" if tcg else " here") + ": the emulator, not the binary, is at fault.",
+                       _emulation_fix(cell))
+    origin = {"go-asm": "hand-written Go assembly", "cgo-c": "C code linked through cgo",
+              "go-runtime": "the Go runtime", "go-user": "Go code the compiler generated"}.get(fault.origin,
+                                                                                                "code of unknown origin")
+    text = f"{what} {fault.line()}. The instruction is in {origin}"
+    at = f"in {fault.symbol or 'that code'} ({fault.location or 'see the trace'})"
+    if fault.origin == "go-asm":
+        text += f"; the binary's Go level ({built or 'default'}) does not cover it: the binary, not the emulator, is at fault."
+        fix = (f"{at}: check the CPU before using {ext} (golang.org/x/sys/cpu, e.g. "
+               f"cpu.X86.HasAVX2) and keep a fallback; or drop the {cell.profile.name} profile if you never ship "
+               f"to {cell.cpu}-class machines")
+    elif fault.origin == "cgo-c":
+        text += (f"; the binary's Go level ({built or 'default'}) does not govern C code: the binary, not the "
+                 "emulator, is at fault.")
+        fix = (f"{at}: compile the C code for the oldest CPU you ship to (drop -mavx2/-march=... from CGO_CFLAGS "
+               f"or the #cgo CFLAGS line) or dispatch on the CPU at run time; or drop the {cell.profile.name} profile")
     else:
-        fix = f"this {a.goarch} CPU model cannot run Go binaries; profile {prof} should name a newer model"
-    lvl = f"{a.level_var}={facts.build.setting(a.level_var)}" if (
-        facts.build and a.level_var and facts.build.setting(a.level_var)) else f"level {built or 'default'}"
-    return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {lvl}; {cpu_desc} "
-                   "lacks instructions it uses."
-                   + (f" The faulting instruction is {fault.describe()}." if fault is not None else ""), fix)
+        text += f", built for {a.goarch} {_level_text(ev, built)}: the binary, not the emulator, is at fault."
+        fix = _level_fix(cell, built)
+    return Verdict("unsupported-cpu", text, fix)
 
 
 def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdict:
@@ -201,8 +252,10 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
     if _GO_SIGILL.search(err):
         return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
 
+    at = f" {ev.fault.line()} ({'from the guest core' if ev.fault.source == 'core-dump' else 'Go said'})." \
+        if ev.fault is not None else ""
     if ev.signal is not None:
-        return Verdict("crashed", f"killed by {signame(ev.signal)} ({_said(ev)})",
+        return Verdict("crashed", f"killed by {signame(ev.signal)} ({_said(ev)}).{at}",
                        "reproduce with the same binary and -cpu model: `xrun exec` runs one cell; look for "
                        "memory corruption or unsafe/cgo code")
     if fm := _GO_FATAL.search(err):
@@ -211,7 +264,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         where = next((ln.strip() for ln in first[1:] if ln.startswith("\t") or ".go:" in ln), "")
         return Verdict("crashed",
                        f"the Go runtime reported '{head}'" + (f" at {where}" if where else "")
-                       + f" (exit {ev.exit_code})",
+                       + f" (exit {ev.exit_code}).{at}",
                        "fix the panic in the program: the goroutine trace is in the cell's stderr")
 
     if ev.exit_code != expect.exit:

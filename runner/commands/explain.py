@@ -26,6 +26,9 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
                    help="a CPU profile: baseline, host, a hardware profile or a qemu model (repeatable; "
                         "default: baseline)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--isa", action="store_true",
+                   help="list, per function outside the Go standard library, the ISA extensions its code uses "
+                        "(facts, not a verdict: a CPU check may guard them)")
     p.set_defaults(run=run)
     return p
 
@@ -38,5 +41,18 @@ def run(ns: argparse.Namespace) -> int:
     except XarchError as e:
         print(f"xrun: {plain(e)}", file=sys.stderr)
         return e.exit_code
-    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else plain(render_text(result)))
+    if ns.isa:
+        from ..artifact import inspect
+        from ..forensics.isa import function_extensions
+
+        facts = inspect(ns.binary)
+        result["function_isa"] = function_extensions(ns.binary, facts.goarch) if facts.goarch else {}
+    text = plain(render_text(result))
+    if ns.isa and not ns.json:
+        rows = result["function_isa"]
+        text += ("\nISA extensions per function (outside the Go standard library):\n"
+                 + "".join(f"  {plain(fn)}: {', '.join(exts)}\n" for fn, exts in rows.items())
+                 if rows else "\nno function outside the Go standard library uses an extension beyond the "
+                 "arch's baseline\n")
+    sys.stdout.write(json.dumps(result, indent=2) + "\n" if ns.json else text)
     return 0

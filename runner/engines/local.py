@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from .. import paths, proc
+from .. import forensics, paths, proc
 from ..errors import InfraError
 from ..model import Evidence
 from ..plan import Cell, Limits, RunSpec
-from . import limits, sandbox
+from . import cores, limits, sandbox
 from .emulator import qemu_binary
 from .foreign import missing_runner, run_foreign
 from .launch import (
@@ -114,7 +116,7 @@ class LocalEngine:
         return args
 
     def prepare(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec,
-                workdir: Path | None = None) -> Evidence | Prepared:
+                workdir: Path | None = None, core_dir: Path | None = None) -> Evidence | Prepared:
         """The sandbox command for a cell, or the Evidence when a static check already decides it.
 
         `workdir` (for `xrun exec`) is bound read-only at its own path and made the cwd, with a
@@ -138,7 +140,13 @@ class LocalEngine:
         if workdir is not None:
             argv += [*sandbox.tmpfs_args("/tmp", run.limits.memory), "--ro-bind", str(workdir), str(workdir)]
             cwd = str(workdir)
-        argv += ["--chdir", cwd, *sandbox.env_args(launch.env), "--", *launch.command]
+        command = list(launch.command)
+        if core_dir is not None:        # the second run of a faulted cell: see engines/cores.py
+            argv += ["--bind", str(core_dir), cores.CORE_DIR]
+            cwd = cores.CORE_DIR
+            if launch.emulator is not None and not cores.has_cores(cell.target.arch):
+                command[1:1] = cores.log_args()
+        argv += ["--chdir", cwd, *sandbox.env_args(launch.env), "--", *command]
         hardening = sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
         return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
                         (seccomp,) if seccomp is not None else (), hardening)
@@ -159,7 +167,37 @@ class LocalEngine:
         finally:
             prep.close()
         code, sig = split_status(r.returncode, r.signal)
-        return prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
-                             duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
-                             tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
-                             output_limited=r.output_limited, hardening=prep.hardening)
+        ev = prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
+                           duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
+                           tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
+                           output_limited=r.output_limited, hardening=prep.hardening)
+        if forensics.wants_core(ev):
+            ev = replace(ev, **self.guest_core(cell, artifact, rootfs, run, signal=ev.signal or 0))
+        return ev
+
+    def guest_core(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec,
+                   workdir: Path | None = None, signal: int = 0) -> dict[str, Any]:
+        """Run a faulted cell once more with a bounded guest core allowed (engines/cores.py):
+        the Evidence fields `core` (signal, pc) or `core_note` (why there is none)."""
+        if (why := cores.why_not()) is not None:
+            return {"core_note": why}
+        assert self._tmp is not None
+        d = cores.make_dir(self._tmp)
+        prep = self.prepare(cell, artifact, rootfs, run, workdir=workdir, core_dir=d)
+        if isinstance(prep, Evidence):
+            cores.take(d)
+            return {"core_note": "no guest core taken: the second run could not start"}
+        try:
+            with cell_limits(run.limits) as lim:
+                def child() -> None:
+                    lim.preexec()
+                    cores.preexec()
+                proc.run(prep.argv, stdin=run.stdin, timeout=run.timeout, output_limit=run.limits.output,
+                         preexec_fn=child, pass_fds=prep.fds)
+        finally:
+            prep.close()
+        got = cores.take(d, signal)
+        if got is None:
+            return {"core_note": f"no guest core: the second run did not die of a fault signal, or "
+                                 f"qemu-{cell.target.facts.qemu} writes no cores (nor the riscv64 translation log a last instruction)"}
+        return {"core": got}

@@ -92,6 +92,8 @@ def render(console: Console, res: RunResult) -> None:
         console.print(head)
         if r.verdict.explanation:
             console.print(f"  {safe(r.verdict.explanation)}")
+        if r.evidence and r.evidence.fault:
+            console.print(f"  [bold]fault:[/] {safe(r.evidence.fault.line())}")
         if r.verdict.fix:
             console.print(f"  [bold]fix:[/] {safe(r.verdict.fix)}")
         if r.evidence and r.evidence.notes:

@@ -178,6 +178,8 @@ def _failure(kind: str, name: str, item: Mapping[str, Any]) -> str:
     parts = [f"#### {kind} {_code(name)}: {md_escape(verdict)}", ""]
     if item.get("explanation"):
         parts += [md_escape(item["explanation"]), ""]
+    if (fault := (item.get("evidence") or {}).get("fault")) and fault.get("line"):
+        parts += [f"**fault:** {md_escape(fault['line'])}", ""]
     if item.get("fix"):
         parts += [f"**fix:** {md_escape(item['fix'])}", ""]
     outputs = [(label, str(item.get(key) or "")) for label, key in

@@ -83,6 +83,7 @@ def _cell_case(suite: ET.Element, c: Mapping[str, Any]) -> str | None:
         f"cpu: {c.get('cpu')}" if c.get("cpu") else None,
         status,
         f"how: {c['evidence']['path']}" if c.get("evidence") and c["evidence"].get("path") else None,
+        f"fault: {c['evidence']['fault']['line']}" if (c.get("evidence") or {}).get("fault") else None,
         *(f"note: {n}" for n in ((c.get("evidence") or {}).get("notes") or [])),
     ) if x)
     if kind is None:

@@ -50,6 +50,8 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          "notes": list(ev.notes), "timed_out": ev.timed_out,
                          "limits": ev.limits.as_json() if ev.limits else None,
                          "output_limited": ev.output_limited, "hardening": list(ev.hardening),
+                         **({"fault": ev.fault.as_json()} if ev.fault else {}),
+                         **({"core_note": ev.core_note} if ev.core_note else {}),
                          **_foreign_json(ev), **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_xrun
 
 pytestmark = pytest.mark.e2e
 
@@ -19,6 +19,129 @@ def test_go_assembly_using_avx2_on_westmere_is_unsupported_cpu_naming_the_instru
     """)
     cell = r.cell("linux/amd64:scratch:westmere-vm")
     assert cell["verdict"] == "unsupported-cpu", cell["explanation"]
-    assert "'vpxor ymm0, ymm0, ymm0' (AVX2) in main.useAVX" in cell["explanation"]
-    assert "avx_amd64.s:" in cell["explanation"] and "hand-written Go assembly" in cell["explanation"]
+    assert "in main.useAVX (example.com/avxasm/avx_amd64.s:" in cell["explanation"]
+    assert "vpxor ymm0, ymm0, ymm0 needs AVX2; Westmere has no AVX2" in cell["explanation"]
+    assert "hand-written Go assembly" in cell["explanation"]
+    f = _fault(cell)
+    assert (f["source"], f["origin"], f["extension"], f["model_has_extension"]) == ("go-panic", "go-asm", "AVX2", False)
     assert "golang.org/x/sys/cpu" in cell["fix"]
+
+
+def _fault(cell):
+    f = (cell.get("evidence") or {}).get("fault")
+    assert f, cell
+    return f
+
+
+def test_core_dump_names_goarm7_instruction_on_a_pi_zero(xrun_matrix, tmp_path):
+    """GOARM=7 on an ARM1176: qemu only says "uncaught target signal 4"; the guest core xrun takes on a
+    second, bounded run gives the PC, decoded as a VFPv3 instruction in runtime.check."""
+    r = xrun_matrix("""
+        name: goarm7
+        targets: [linux/arm/v7, linux/arm/v6]
+        profiles: [pi-zero, {name: armv5, cpu: {arm: arm926}}]
+        run: {args: [hello]}
+    """)
+    c = r.cell("linux/arm/v7:scratch:pi-zero")
+    assert c["verdict"] == "unsupported-cpu", c
+    f = _fault(c)
+    assert (f["source"], f["symbol"], f["origin"], f["extension"], f["model_has_extension"]) == (
+        "core-dump", "runtime.check", "go-runtime", "VFPv3", False)
+    assert f["instruction"].startswith("vmov.f32") and f["location"].startswith("runtime/runtime1.go:")
+    assert "arm1176 has no VFPv3" in c["explanation"] and "GOARM=6" in c["fix"]
+    # GOARM=6 on an ARMv5 core: the first ARMv6 instruction, in the runtime
+    c6 = r.cell("linux/arm/v6:scratch:armv5")
+    f6 = _fault(c6)
+    assert c6["verdict"] == "unsupported-cpu" and f6["extension"] == "ARMv6" and f6["symbol"].startswith("runtime.")
+    assert r.cell("linux/arm/v6:scratch:pi-zero")["verdict"] == "ok"
+    # the core is read and removed: nothing is left in the cell's dirs, nor any host core of qemu
+    assert not list(tmp_path.rglob("*core*")), list(tmp_path.rglob("*core*"))
+
+
+def test_core_dump_on_ppc64le_and_qemu_log_on_riscv64(xrun_matrix):
+    r = xrun_matrix("""
+        name: oldcpus
+        targets: [linux/ppc64le, linux/riscv64]
+        profiles: [{name: old, cpu: {ppc64le: power7, riscv64: sifive-e51}}]
+        run: {args: [hello]}
+    """)
+    p = r.cell("linux/ppc64le:scratch:old")
+    fp = _fault(p)
+    assert p["verdict"] == "unsupported-cpu", p
+    assert (fp["extension"], fp["symbol"], fp["source"]) == ("POWER8", "runtime.check", "core-dump")
+    assert fp["instruction"].startswith("mtvsrd")
+    v = r.cell("linux/riscv64:scratch:old")
+    fv = _fault(v)
+    assert v["verdict"] == "unsupported-cpu", v
+    assert (fv["extension"], fv["symbol"], fv["model_has_extension"]) == ("D", "runtime.check", False)
+    assert fv["instruction"].startswith("fmv.d.x")
+
+
+def test_go_levels_without_a_fault_are_decided_from_the_extension_tables(xrun_matrix):
+    r = xrun_matrix("""
+        name: levels
+        targets: [linux/amd64/v3, linux/amd64/v4]
+        profiles: [{name: nehalem, cpu: {amd64: Nehalem}}, {name: avx512, cpu: {amd64: Skylake-Server}}]
+        exclude: [{target: linux/amd64/v4, profile: nehalem}, {target: linux/amd64/v3, profile: avx512}]
+        run: {args: [hello]}
+    """)
+    v3 = r.cell("linux/amd64/v3:scratch:nehalem")
+    assert v3["verdict"] == "unsupported-cpu", v3
+    assert "lacks AVX, AVX2, BMI1, BMI2, F16C, FMA, LZCNT, MOVBE, XSAVE" in v3["explanation"]
+    assert "No faulting instruction could be read" in v3["explanation"]
+    v4 = r.cell("linux/amd64/v4:scratch:avx512")
+    assert v4["verdict"] == "emulation-unsupported", v4
+    assert "cannot provide AVX-512F" in v4["explanation"]
+
+
+def test_cgo_c_compiled_with_mavx2_on_westmere_is_the_binarys_fault(xrun_matrix):
+    r = xrun_matrix(f"""
+        name: avx2c
+        project: {FIXTURES / 'avx2c'}
+        targets: [{{target: linux/amd64, env: {{CGO_ENABLED: "1"}}}}]
+        images: [distroless-base]
+        profiles: [{{name: westmere-vm, cpu: {{amd64: Westmere}}}}, {{name: haswell, cpu: {{amd64: Haswell}}}}]
+        run: {{args: [], expect: {{stdout: "^avx2c ok"}}}}
+    """)
+    c = r.cell("linux/amd64:distroless-base:westmere-vm")
+    f = _fault(c)
+    assert c["verdict"] == "unsupported-cpu", c
+    # -mavx2 code starts with a VEX ymm load, which is AVX (Westmere has neither)
+    assert (f["origin"], f["symbol"], f["extension"], f["model_has_extension"]) == ("cgo-c", "sum8", "AVX", False)
+    assert f["instruction"].startswith("vmovdqu ymm"), f
+    # DWARF's line for the faulting PC: sum.c, or the AVX intrinsic inlined there from the compiler's header
+    assert f["location"] and f["location"].rsplit("/", 1)[-1].split(":")[0] in ("sum.c", "avxintrin.h"), f
+    assert "CGO_CFLAGS" in c["fix"] and "sum8" in c["fix"]
+    assert "the binary, not the emulator" in c["explanation"]
+    assert r.cell("linux/amd64:distroless-base:haswell")["verdict"] == "ok"
+
+
+@pytest.mark.parametrize("mode", ["pool", "container"])
+def test_docker_engine_takes_the_guest_core_too(docker_daemon, xrun_matrix, mode):
+    r = xrun_matrix("""
+        name: goarm7docker
+        targets: [linux/arm/v7, linux/riscv64]
+        profiles: [{name: old, cpu: {arm: arm1176, riscv64: sifive-e51}}]
+        run: {args: [hello]}
+    """, "--engine", "docker", env={"XARCH_DOCKER_MODE": mode})
+    c = r.cell("linux/arm/v7:scratch:old")
+    f = _fault(c)
+    assert c["verdict"] == "unsupported-cpu", c
+    assert (f["source"], f["symbol"], f["extension"]) == ("core-dump", "runtime.check", "VFPv3")
+    v = _fault(r.cell("linux/riscv64:scratch:old"))
+    assert (v["symbol"], v["extension"]) == ("runtime.check", "D")
+
+
+def test_explain_isa_lists_the_extensions_of_user_functions(xrun_matrix, tmp_path):
+    r = xrun_matrix(f"""
+        name: avxasm
+        project: {FIXTURES / 'avxasm'}
+        targets: [linux/amd64]
+        run: {{args: []}}
+    """)
+    assert r.report["builds"][0]["verdict"] == "ok"
+    artifact = next((tmp_path / "dist").glob("avxasm-*"))
+    p = run_xrun(["explain", "--isa", str(artifact)])
+    assert p.returncode == 0, p.stderr
+    assert "main.useAVX: AVX2" in p.stdout
+    assert "indexbytebody" not in p.stdout and "runtime." not in p.stdout.split("ISA extensions per function")[1]

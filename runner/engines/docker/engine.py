@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount, Ulimit
 
-from ... import paths, proc
+from ... import forensics, paths, proc
 from ...errors import InfraError
 from ...model import Evidence, LimitOutcome
 from ...plan import Cell, Limits, RunSpec
-from .. import emulator, sandbox
+from .. import cores, emulator, sandbox
 from ..foreign import run_foreign
 from ..launch import HOSTNAME, INJECTED_ETC, plan_launch, split_status, tcg_missing_features, write_etc
 from . import ownership
@@ -303,10 +304,31 @@ class DockerEngine:
         outcome = LimitOutcome(limits=run.limits, memory_by="docker --memory, no swap",
                                pids_by="docker --pids-limit", mechanism="docker",
                                oom_killed=out.oom_killed, pids_hit=out.pids_hit)
-        return mk(ran=True, exit_code=code, signal=sig, stdout=out.stdout, stderr=out.stderr,
-                  duration_s=out.duration_s, timed_out=out.timed_out, emulator=qemu, tcg_missing=tcg,
-                  notes=tuple(notes), path=how, extra=self._extra(extra, retries), limits=outcome,
-                  output_limited=out.output_limited, hardening=HARDENING)
+        ev = mk(ran=True, exit_code=code, signal=sig, stdout=out.stdout, stderr=out.stderr,
+                duration_s=out.duration_s, timed_out=out.timed_out, emulator=qemu, tcg_missing=tcg,
+                notes=tuple(notes), path=how, extra=self._extra(extra, retries), limits=outcome,
+                output_limited=out.output_limited, hardening=HARDENING)
+        if forensics.wants_core(ev):
+            ev = replace(ev, **self._guest_core(cell, tag, artifact, rootfs, qemu, cmd, env, run, sig or 0))
+        return ev
+
+    def _guest_core(self, cell: Cell, tag: str, artifact: Path, rootfs: Path, qemu: str | None,
+                    cmd: list[str], env: dict[str, str], run: RunSpec, signal: int) -> dict[str, Any]:
+        """The faulted cell once more, in a one-off container whose cwd is a bounded private core
+        directory (engines/cores.py, as the local engine does): `core` (signal, pc) or `core_note`."""
+        if (why := cores.why_not()) is not None:
+            return {"core_note": why}
+        assert self._tmp is not None
+        d = cores.make_dir(self._tmp)
+        if qemu is not None and not cores.has_cores(cell.target.arch):
+            cmd = [cmd[0], *cores.log_args(), *cmd[1:]]
+        try:
+            self._run_container(cell, tag, artifact, rootfs, qemu, cmd, env, run, Retries(), core_dir=d)
+        except (InfraError, DockerException, requests.exceptions.RequestException) as e:
+            cores.take(d)
+            return {"core_note": f"no guest core taken: the second run failed ({str(e)[:200]})"}
+        got = cores.take(d, signal)
+        return {"core": got} if got else {"core_note": "no guest core: the second run did not die of a fault signal"}
 
     @staticmethod
     def _extra(extra: dict[str, str], retries: Retries) -> dict[str, str]:
@@ -352,12 +374,18 @@ class DockerEngine:
     # one container per cell
 
     def _run_container(self, cell: Cell, tag: str, artifact: Path, rootfs: Path, qemu: str | None,
-                       cmd: list[str], env: dict[str, str], run: RunSpec, retries: Retries) -> Outcome:
+                       cmd: list[str], env: dict[str, str], run: RunSpec, retries: Retries,
+                       core_dir: Path | None = None) -> Outcome:
         mounts = self.mounts(qemu)
         mounts.append(Mount(APP_TARGET, str(artifact.resolve()), type="bind", read_only=True))
         # writable /tmp only where the image has one, as the local engine does; the rest is read-only
         tmpfs = {"/tmp": f"mode=1777,size={run.limits.memory}"} if (rootfs / "tmp").is_dir() else {}
         kw = self.create_args(cell.id, "cell", run.limits)
+        if core_dir is not None:        # the second run of a faulted cell (engines/cores.py)
+            mounts.append(Mount(cores.CORE_DIR, str(core_dir), type="bind", read_only=False))
+            kw["working_dir"] = cores.CORE_DIR
+            kw["ulimits"] = [Ulimit(name="core", soft=cores.CORE_LIMIT, hard=cores.CORE_LIMIT),
+                             Ulimit(name="fsize", soft=cores.CORE_LIMIT, hard=cores.CORE_LIMIT)]
         c = self.create(retries, tag, cell, cmd, environment=env, mounts=mounts, tmpfs=tmpfs, init=True,
                          stdin_open=run.stdin is not None, **kw)
         sock = None
