@@ -105,7 +105,7 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
             if forensics.wants_core(ev):    # stderr went to the caller: only a guest core can say where
                 ev = replace(ev, **engine.guest_core(cell, binary, root, run, workdir=Path.cwd(),
                                                       signal=sig))
-            _report(cell, forensics.enrich(cell, ev, binary, root), run, fallback=rc)
+            _report(cell, forensics.enrich(cell, ev, binary), run, fallback=rc)
     return int(rc)
 
 

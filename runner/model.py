@@ -207,8 +207,6 @@ class Evidence:
     extra: Mapping[str, str] = field(default_factory=dict)
     # read from the binary and the fault after the run (runner/forensics)
     fault: Fault | None = None
-    symbols: tuple[tuple[str, str], ...] = ()   # (name, version) the image's C library lacks
-    image_libc: str | None = None               # "glibc 2.36", "musl 1.2.3"
     core: tuple[int, int] | None = None         # (signal, pc) from qemu's guest core (engines set it)
     core_note: str | None = None                # why no guest core could be had, when one was sought
 

@@ -93,7 +93,7 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
             f"qemu's TCG cannot provide {missing}: the emulator, not the binary, is at fault." + (
                 "" if fault is None else f" The faulting instruction is {fault.line()}."),
             _emulation_fix(cell))
-    return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {_level_text(ev, built)}; "
+    return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {_level_text(a, ev, built)}; "
                    f"{_cpu_desc(cell)} lacks "
                    + (", ".join(gap) + ", which that level uses." if gap else "instructions it uses.") + seen,
                    _level_fix(cell, built))
@@ -105,11 +105,10 @@ def _cpu_desc(cell: Cell) -> str:
                                            if model and model.level else "")
 
 
-def _level_text(ev: Evidence, built: str | None) -> str:
-    a, facts = platforms.arch(ev.artifact.goarch) if ev.artifact.goarch else None, ev.artifact
-    if a and facts.build and a.level_var and facts.build.setting(a.level_var):
-        return f"{a.level_var}={facts.build.setting(a.level_var)}"
-    return f"level {built or 'default'}"
+def _level_text(a: platforms.Arch, ev: Evidence, built: str | None) -> str:
+    """GOARM=7 as the build info says, else the level."""
+    setting = ev.artifact.build.setting(a.level_var) if ev.artifact.build and a.level_var else None
+    return f"{a.level_var}={setting}" if setting else f"level {built or 'default'}"
 
 
 def _emulation_fix(cell: Cell) -> str:
@@ -159,7 +158,7 @@ def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str
         fix = (f"{at}: compile the C code for the oldest CPU you ship to (drop -mavx2/-march=... from CGO_CFLAGS "
                f"or the #cgo CFLAGS line) or dispatch on the CPU at run time; or drop the {cell.profile.name} profile")
     else:
-        text += f", built for {a.goarch} {_level_text(ev, built)}: the binary, not the emulator, is at fault."
+        text += f", built for {a.goarch} {_level_text(a, ev, built)}: the binary, not the emulator, is at fault."
         fix = _level_fix(cell, built)
     return Verdict("unsupported-cpu", text, fix)
 

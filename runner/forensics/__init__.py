@@ -1,4 +1,4 @@
-"""Evidence read from the binary and the fault after a cell ran: what faulted, and what the C library lacks.
+"""Evidence read from the binary and the fault after a cell ran: what faulted, where, and why.
 
 Why a stage of its own: the verdict between `unsupported-cpu` (the binary's fault) and
 `emulation-unsupported` (the emulator's) rests on the faulting instruction, not on the Go level in
@@ -15,13 +15,12 @@ import re
 import signal as _signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from .. import platforms
 from ..model import Evidence, Fault
 from ..plan import Cell
 from .decode import decode, insn_size
-from .symbols import code_at, origin_of, where
+from .symbols import code_at, origin_of, short_path, where
 
 __all__ = ["FAULT_SIGNALS", "enrich", "go_report", "wants_core"]
 
@@ -78,9 +77,7 @@ def _fault(cell: Cell, ev: Evidence, artifact: Path) -> Fault | None:
         w = where(artifact, pc)
         func, loc, origin = w.symbol, w.location, w.origin
     else:
-        from .symbols import _short
-
-        loc = _short(loc) if loc else None
+        loc = short_path(loc) if loc else None
         origin = origin_of(func, loc.rsplit(":", 1)[0] if loc else None)
     have = platforms.model_extensions(goarch, cell.cpu) if cell.cpu else None
     return Fault(signal=sig, pc=pc, source=source, instruction=insn, extension=ext, symbol=func, location=loc,
@@ -88,11 +85,10 @@ def _fault(cell: Cell, ev: Evidence, artifact: Path) -> Fault | None:
                  model_has_extension=None if ext is None or have is None else ext in have)
 
 
-def enrich(cell: Cell, ev: Evidence, artifact: Path, rootfs: Path | None) -> Evidence:
-    """The evidence with what the binary and the fault say added (fault, symbols, image_libc)."""
+def enrich(cell: Cell, ev: Evidence, artifact: Path) -> Evidence:
+    """The evidence with the fault read from the binary added (when the cell died of a fault)."""
     if not ev.ran or ev.infra or cell.target.os != "linux":
         return ev
-    changes: dict[str, Any] = {}
     if ev.fault is None and (f := _fault(cell, ev, artifact)) is not None:
-        changes["fault"] = f
-    return replace(ev, **changes) if changes else ev
+        return replace(ev, fault=f)
+    return ev

@@ -15,7 +15,7 @@ from .. import platforms
 
 
 @functools.lru_cache(maxsize=16)
-def _disassembler(goarch: str) -> Any:
+def disassembler(goarch: str) -> Any:
     isa = platforms.ISA.get(goarch)
     if isa is None:
         return None
@@ -53,7 +53,7 @@ def extension_of(goarch: str, mnemonic: str, groups: list[str]) -> str | None:
 
 def decode(goarch: str, code: bytes, pc: int) -> tuple[str | None, str | None]:
     """(instruction text, the ISA extension it needs) for the bytes at pc, as far as capstone knows."""
-    md = _disassembler(goarch)
+    md = disassembler(goarch)
     if md is None or not code:
         return None, None
     for insn in md.disasm(code, pc, 1):

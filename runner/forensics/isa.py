@@ -14,7 +14,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from .. import platforms
-from .decode import _disassembler, extension_of
+from .decode import disassembler, extension_of
 
 _STD = ("runtime.", "internal/", "sync", "syscall", "crypto/", "math", "strings.", "bytes.", "fmt.", "os.",
         "io.", "reflect.", "unicode", "strconv.", "sort.", "time.", "errors.", "vendor/", "slices.", "maps.",
@@ -36,7 +36,7 @@ def _std(name: str) -> bool:
 
 def function_extensions(path: str | os.PathLike[str], goarch: str, limit: int = 2000) -> dict[str, list[str]]:
     """{function: [extensions]} for the functions outside the standard library that use any."""
-    md = _disassembler(goarch)
+    md = disassembler(goarch)
     a = platforms.ARCHES.get(goarch)
     if md is None or a is None:
         return {}

@@ -52,7 +52,7 @@ def _goroot_src() -> str:
         return "\0"
 
 
-def _short(file: str) -> str:
+def short_path(file: str) -> str:
     """GOROOT's files as the import path Go prints with -trimpath (runtime/runtime1.go)."""
     root = _goroot_src()
     return file[len(root):] if file.startswith(root) else file
@@ -156,7 +156,7 @@ def where(path: str | os.PathLike[str], pc: int) -> Where:
     if hit is not None:
         func, fileline = hit
         file = fileline.rsplit(":", 1)[0]
-        return Where(func, _short(fileline), origin_of(func, file))
+        return Where(func, short_path(fileline), origin_of(func, file))
     loc = _dwarf_line(p, pc) if symbol else None
     # a Go binary's PC outside pclntab is C linked through cgo; a non-Go program's origin is its own
     return Where(symbol, loc, "cgo-c" if is_go and symbol else "unknown")
