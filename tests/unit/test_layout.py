@@ -130,3 +130,13 @@ def test_every_verdict_the_code_names_is_in_the_one_vocabulary() -> None:
     assert named and named <= {str(v) for v in Verdicts}, named - {str(v) for v in Verdicts}
     assert CELL_VERDICTS[0] == "ok" and "build-failed" not in CELL_VERDICTS
     assert Verdicts("missing-loader").category == "format" and Verdicts("build-failed").severity == 2
+
+
+def test_every_subpackage_of_runner_ships_in_the_wheel() -> None:
+    import tomllib
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    shipped = set(conf["packages"])
+    runner = ROOT / "runner"
+    found = {"xarch" + "".join("." + p for p in d.relative_to(runner).parts)
+             for d in [runner, *runner.rglob("*")] if (d / "__init__.py").is_file()}
+    assert found - shipped == set(), "add these to [tool.setuptools] packages in pyproject.toml"
