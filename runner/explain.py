@@ -23,6 +23,7 @@ from . import platforms
 from .artifact import ArtifactFacts, inspect, loader_present
 from .classify import advice
 from .errors import ConfigError, UnknownImage
+from .forensics import libc
 from .rootfs import ImageDef, ImageStore, load_definitions
 from .rootfs.apt_sources import host_apt_sources, host_suite
 
@@ -295,6 +296,9 @@ def _image_view(defn: ImageDef, deb: str | None, store: ImageStore | None,
                 glibc = m.group(1)
         except (OSError, ValueError, AttributeError):
             pass
+        read = libc.image_libc(root)     # the image's own libc.so.6 says it best (an image from elsewhere too)
+        if read and read.startswith("glibc "):
+            glibc = read.split(" ", 1)[1]
         return _ImageView(defn.name, "cache", loaders, root=root, glibc=glibc if "glibc" in loaders.values()
                           else None, glibc_from=origin)
     loaders = {}
@@ -359,9 +363,12 @@ def _predict_image(b: _Binary, name: str, view: _ImageView | None, providers: li
     if req and _libc_of(interp) == "glibc":
         has = f"{name} = {view.glibc_from} glibc {view.glibc}" if view.glibc else f"{name}'s glibc version is unknown"
         if view.glibc and _version(view.glibc) < _version(req):
-            return _fail("missing-library", f"needs GLIBC_{req}; {has}",
-                         f"use an image with glibc >= {req}, build against an older glibc (e.g. cc: zig with an "
-                         "older glibc target), or build with CGO_ENABLED=0", image=name, basis=basis)
+            newer = libc.needing(f.path, above=_version(view.glibc))
+            vers = list(dict.fromkeys(v for _, v in newer)) or [f"GLIBC_{req}"]
+            return _fail("missing-library", f"{advice.too_new_for_glibc(list(newer), vers)}; {has}",
+                         advice.glibc_fix(f"{b.goos}/{b.goarch}", view.glibc, req, [n for n, _ in newer]),
+                         image=name, basis=basis,
+                         symbols=[{"name": n, "version": v} for n, v in newer], image_libc=f"glibc {view.glibc}")
         return _prediction("ok", f"ok if glibc >= {req} is present", f"needs GLIBC_{req}; {has}",
                            image=name, basis=basis)
     return _prediction("ok", "ok", f"{name} has {interp}" + (f" and {', '.join(f.needed)}" if f.needed else ""),

@@ -209,6 +209,9 @@ class Evidence:
     fault: Fault | None = None
     core: tuple[int, int] | None = None         # (signal, pc) from qemu's guest core (engines set it)
     core_note: str | None = None                # why no guest core could be had, when one was sought
+    # the loader could not bind symbols: which imports need what, and the image's C library
+    symbols: tuple[tuple[str, str | None], ...] = ()    # (symbol, version need or None for musl)
+    image_libc: str | None = None               # "glibc 2.36", "musl 1.2.3"
 
     def trimmed(self, keep: int = TAIL_BYTES) -> Evidence:
         """The same evidence with stdout and stderr cut to their last `keep` bytes, for the report.

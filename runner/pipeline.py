@@ -190,7 +190,7 @@ def run_built(cell: Cell, artifact: Path, ready: Callable[[], tuple[Engine, Root
         root = roots.get(cell)
     except InfraError as e:
         return Verdict("infra-error", e.what, e.fix), None
-    ev = forensics.enrich(cell, engine.run_cell(cell, artifact, root, run), artifact)
+    ev = forensics.enrich(cell, engine.run_cell(cell, artifact, root, run), artifact, root)
     return classify(cell, ev, run.expect, run.timeout), ev
 
 

@@ -10,6 +10,7 @@ import signal as _signal
 
 from .. import platforms
 from ..artifact import ArtifactFacts
+from ..forensics.libc import GLIBC_VERSION_MISSING, MUSL_SYMBOL_MISSING
 from ..model import Evidence, Fault, Verdict
 from ..plan import Cell, Expect, size_text
 from ..proc import signame
@@ -32,8 +33,6 @@ _QEMU_FEATURES = ("Some features requested in the CPU model are not available",
                   "NaN mode not supported by CPU")
 _GLIBC_LIB = re.compile(r"error while loading shared libraries: ([^:]+): cannot open shared object file")
 _MUSL_LIB = re.compile(r"Error loading shared library ([^:\s]+): No such file")
-_GLIBC_VER = re.compile(r"version `(GLIBC_[0-9.]+)' not found")
-_MUSL_SYM = re.compile(r"Error relocating [^:]+: ([^:]+): symbol not found")
 _ISA_LEVEL = "CPU ISA level is lower than required"
 # Which of the images/ definitions provides a library (prefix of the soname).
 _LIB_IMAGES = (("libstdc++.so", "distroless-cc"), ("libgcc_s.so", "distroless-cc"),
@@ -61,6 +60,25 @@ def _mismatch_fix(cell: Cell, facts: ArtifactFacts) -> str:
         want += f" {advice.level_setting(a, cell.target.variant)}"
     return (f"make the build produce a {cell.target.spec} binary ({want}); check build.env, the target's "
             "env and the build command for a hard-coded GOARCH or a prebuilt file")
+
+
+def _unbound_symbols(cell: Cell, ev: Evidence, vers: list[str], names: list[str]) -> Verdict:
+    """missing-library for symbols the image's C library lacks: name the symbols and both versions.
+
+    The program may need C (cgo), so the fix is to build against the image's C library (and do without
+    the newer symbols) or to ship on an image whose C library has them; CGO_ENABLED=0 only if it does not.
+    """
+    img = f"{cell.image}'s {ev.image_libc}" if ev.image_libc else f"{cell.image}'s C library"
+    said = f" (stderr: '{_tail(ev.stderr, 2)}')"
+    if vers:
+        need = max(vers, key=lambda v: tuple(int(x) for x in v[6:].split(".")))[6:]
+        has = ev.image_libc.split(" ", 1)[1] if ev.image_libc and " " in ev.image_libc else None
+        return Verdict("missing-library", f"{img} is too old: {advice.too_new_for_glibc(list(ev.symbols), vers)}"
+                       + said, advice.glibc_fix(cell.target.spec, has, need, [n for n, _ in ev.symbols]))
+    linked = [f"{n}@{v}" for n, v in ev.symbols if v]
+    what = (f"{img} could not resolve {', '.join(dict.fromkeys(names))}"
+            + (f": the binary was linked against glibc ({', '.join(linked)})" if linked else " (a glibc-only symbol)"))
+    return Verdict("missing-library", what + said, advice.musl_fix(cell.target.spec, names))
 
 
 def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
@@ -223,21 +241,20 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                        f"{a.baseline_model(cell.target.level)}), or run on real hardware")
 
     libs = _GLIBC_LIB.findall(err) + _MUSL_LIB.findall(err)
-    vers = _GLIBC_VER.findall(err)
-    syms = _MUSL_SYM.findall(err)
+    vers = GLIBC_VERSION_MISSING.findall(err)
+    syms = MUSL_SYMBOL_MISSING.findall(err)
     if libs or vers or syms or _ISA_LEVEL in err:
         if _ISA_LEVEL in err:
             return _cpu_verdict(cell, ev, f"glibc's loader refused it: '{_ISA_LEVEL}'.")
-        what = (f"the loader ran but could not find {', '.join(dict.fromkeys(libs))}" if libs else
-                f"the image's C library is too old: it lacks {', '.join(dict.fromkeys(vers))}" if vers else
-                f"musl could not resolve {', '.join(dict.fromkeys(syms))} (a glibc-only symbol)")
+        if not libs:
+            return _unbound_symbols(cell, ev, vers, syms)
         provider = next((img for lib in libs for pre, img in _LIB_IMAGES if lib.startswith(pre)), None)
-        fix = ("build with CGO_ENABLED=0 for a static binary, or use an image that provides "
-               + (", ".join(dict.fromkeys(libs)) if libs else "a newer glibc" if vers else "glibc")
-               + (f" ({provider} has it)" if provider and provider != cell.image else "")
-               + ("" if not vers else f" (or build against an older glibc, e.g. cc: zig with "
-                  f"{a.goarch}-linux-gnu.2.17)"))
-        return Verdict("missing-library", f"{what} (stderr: '{_tail(err, 2)}')", fix)
+        return Verdict("missing-library",
+                       f"the loader ran but could not find {', '.join(dict.fromkeys(libs))} "
+                       f"(stderr: '{_tail(err, 2)}')",
+                       "build with CGO_ENABLED=0 for a static binary, or use an image that provides "
+                       + ", ".join(dict.fromkeys(libs))
+                       + (f" ({provider} has it)" if provider and provider != cell.image else ""))
 
     m64 = _GO_AMD64.search(err)
     if m64 or (any(s in err for s in _GO_CPU_MSGS) and ev.exit_code == 1):

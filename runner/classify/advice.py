@@ -32,3 +32,29 @@ def loader_fix(interp: str, cgo: bool, pie: bool, images: str) -> str:
     if pie:
         return f"drop -buildmode=pie (or link it statically), or {where}"
     return f"link statically, or {where}"
+
+
+def too_new_for_glibc(symbols: list[tuple[str, str | None]], versions: list[str]) -> str:
+    """'strlcpy needs GLIBC_2.38; foo, bar need GLIBC_2.37' (or the versions alone, without symbols)."""
+    by_ver: dict[str, list[str]] = {}
+    for n, v in symbols:
+        by_ver.setdefault(v or "", []).append(n)
+    if not by_ver:
+        return "it lacks " + ", ".join(dict.fromkeys(versions))
+    return "; ".join(f"{', '.join(ns)} need{'s' if len(ns) == 1 else ''} {v}" for v, ns in by_ver.items())
+
+
+def glibc_fix(spec: str, has: str | None, need: str, symbols: list[str]) -> str:
+    """The fix for symbols newer than the image's glibc, for a program that may need C: build against
+    the image's glibc (and do without those symbols), or an image with a new enough glibc."""
+    avoid = (f" and replace {', '.join(dict.fromkeys(symbols))} (absent before glibc {need})" if symbols else "")
+    return (f"build against the image's glibc: `cc: zig` with `libc: gnu.{has or '2.17'}` on the {spec} "
+            f"target{avoid}; or run on an image with glibc >= {need}; "
+            "or, if the program needs no C, CGO_ENABLED=0 for a static binary")
+
+
+def musl_fix(spec: str, symbols: list[str]) -> str:
+    """The fix for symbols musl could not resolve in a binary built for glibc."""
+    return (f"run it on a glibc image (distroless-base), or build it for musl (`cc: zig` with `libc: musl` "
+            f"on the {spec} target, without {', '.join(dict.fromkeys(symbols))}); "
+            "or, if the program needs no C, CGO_ENABLED=0 for a static binary")

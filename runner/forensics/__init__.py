@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import platforms
 from ..model import Evidence, Fault
 from ..plan import Cell
+from . import libc
 from .decode import decode, insn_size
 from .symbols import code_at, origin_of, short_path, where
 
@@ -85,10 +86,28 @@ def _fault(cell: Cell, ev: Evidence, artifact: Path) -> Fault | None:
                  model_has_extension=None if ext is None or have is None else ext in have)
 
 
-def enrich(cell: Cell, ev: Evidence, artifact: Path) -> Evidence:
-    """The evidence with the fault read from the binary added (when the cell died of a fault)."""
+def _unbound(ev: Evidence, artifact: Path, root: Path | None) -> Evidence:
+    """The symbols the loader could not bind and the image's C library, when the loader said so."""
+    versions = tuple(dict.fromkeys(libc.GLIBC_VERSION_MISSING.findall(ev.stderr)))
+    names = tuple(dict.fromkeys(libc.MUSL_SYMBOL_MISSING.findall(ev.stderr)))
+    if not versions and not names:
+        return ev
+    syms: list[tuple[str, str | None]] = list(libc.needing(artifact, versions)) if versions else []
+    if names:   # musl has no versions: name what glibc version the binary asked for each, if any
+        asked = dict(libc.versioned_imports(artifact))
+        syms += [(n, asked.get(n)) for n in names]
+    return replace(ev, symbols=tuple(dict.fromkeys(syms)),
+                   image_libc=libc.image_libc(root) if root is not None else None)
+
+
+def enrich(cell: Cell, ev: Evidence, artifact: Path, root: Path | None = None) -> Evidence:
+    """The evidence with what the binary and the image say about a failure added.
+
+    A fault signal gets its instruction, extension and symbol; a loader that could not bind symbols
+    gets the symbols and the image's C library (read from `root`, the image's root directory).
+    """
     if not ev.ran or ev.infra or cell.target.os != "linux":
         return ev
     if ev.fault is None and (f := _fault(cell, ev, artifact)) is not None:
-        return replace(ev, fault=f)
-    return ev
+        ev = replace(ev, fault=f)
+    return ev if ev.symbols else _unbound(ev, artifact, root)

@@ -52,6 +52,9 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          "output_limited": ev.output_limited, "hardening": list(ev.hardening),
                          **({"fault": ev.fault.as_json()} if ev.fault else {}),
                          **({"core_note": ev.core_note} if ev.core_note else {}),
+                         **({"symbols": [{"name": n, "version": v} for n, v in ev.symbols]}
+                            if ev.symbols else {}),
+                         **({"image_libc": ev.image_libc} if ev.image_libc else {}),
                          **_foreign_json(ev), **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
 

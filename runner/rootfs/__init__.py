@@ -8,6 +8,7 @@ arch) -> assemble (merged-/usr rootfs, manifest) -> store (the content-addressed
 from __future__ import annotations
 
 from ..errors import BuildError, ImageUnavailable, RecipeError, UnknownImage
+from .assemble import resolve_in_root
 from .definitions import ImageDef, load_definitions
 from .store import DEBIAN_ARCHES, CachedImage, ImageStore
 
@@ -21,4 +22,5 @@ __all__ = [
     "RecipeError",
     "UnknownImage",
     "load_definitions",
+    "resolve_in_root",
 ]

@@ -102,7 +102,7 @@ def _merge_tree(src: Path, root: Path, rel: str, excluded: Callable[[str], bool]
             os.replace(entry.path, dest)
 
 
-def _resolve_in_root(root: Path, guest: str, hops: int = 40) -> Path | None:
+def resolve_in_root(root: Path, guest: str, hops: int = 40) -> Path | None:
     """Resolve a guest path as the guest would, never leaving root."""
     parts = [p for p in guest.split("/") if p]
     resolved: list[str] = []
@@ -194,7 +194,7 @@ def _assemble(
         os.symlink(_subst(defn.symlinks[guest], values), path)
     for want in defn.expect:
         guest = _subst(want, values)
-        found = _resolve_in_root(rootfs, guest)
+        found = resolve_in_root(rootfs, guest)
         if found is None or not found.exists():
             raise BuildError(f"{defn.name}: expected {guest} is missing after the build")
 

@@ -1,6 +1,9 @@
-"""Issue 13, first case, end to end: the faulting instruction, not the Go level, decides the verdict."""
+"""Issue 13 end to end: the faulting instruction, not the Go level, decides the CPU verdict; the
+symbols a loader could not bind, and the image's C library, explain a missing-library verdict."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -145,3 +148,46 @@ def test_explain_isa_lists_the_extensions_of_user_functions(xrun_matrix, tmp_pat
     assert p.returncode == 0, p.stderr
     assert "main.useAVX: AVX2" in p.stdout
     assert "indexbytebody" not in p.stdout and "runtime." not in p.stdout.split("ISA extensions per function")[1]
+
+
+_STRLCPY = f"""
+    name: strlcpy
+    project: {FIXTURES / 'strlcpy'}
+    targets: [{{target: linux/arm64, cc: zig, libc: gnu.2.38, env: {{CGO_ENABLED: "1"}}}}]
+    images: [distroless-base]
+    run: {{args: [], expect: {{stdout: "^strlcpy ok"}}}}
+"""
+
+
+def _assert_strlcpy_on_glibc_236(cell):
+    assert cell["verdict"] == "missing-library", cell
+    ev = cell["evidence"]
+    assert ev["symbols"] == [{"name": "strlcpy", "version": "GLIBC_2.38"}], ev
+    assert ev["image_libc"] == "glibc 2.36", ev
+    assert "distroless-base's glibc 2.36 is too old: strlcpy needs GLIBC_2.38" in cell["explanation"]
+    # a program that needs C: build against the image's glibc and do without strlcpy, or a newer image
+    assert "`cc: zig` with `libc: gnu.2.36`" in cell["fix"] and "replace strlcpy" in cell["fix"]
+    assert "glibc >= 2.38" in cell["fix"]
+    assert not cell["fix"].startswith("build with CGO_ENABLED=0"), cell["fix"]
+
+
+def test_a_cgo_binary_linked_against_glibc_2_38_names_strlcpy_and_both_versions(xrun_matrix, tmp_path):
+    """strlcpy came in glibc 2.38; distroless-base is Debian 12 (2.36): the report names the symbol that
+    needs 2.38 (from the binary's version needs) and the glibc the image has (from its libc.so.6)."""
+    r = xrun_matrix(_STRLCPY)
+    _assert_strlcpy_on_glibc_236(r.cell("linux/arm64:distroless-base:baseline"))
+    # xrun explain predicts the same before running
+    artifact = next((tmp_path / "dist").glob("strlcpy-*"))
+    p = run_xrun(["explain", "--json", "--image", "distroless-base", "--image", "alpine", str(artifact)])
+    assert p.returncode == 0, p.stderr
+    pred = {i["image"]: i for i in json.loads(p.stdout)["images"]}
+    assert pred["distroless-base"]["verdict"] == "missing-library"
+    assert pred["distroless-base"]["symbols"] == [{"name": "strlcpy", "version": "GLIBC_2.38"}]
+    assert pred["distroless-base"]["image_libc"] == "glibc 2.36"
+    assert "libc: gnu.2.36" in pred["distroless-base"]["fix"]
+    assert pred["alpine"]["verdict"] == "missing-loader"
+
+
+def test_the_docker_engine_names_the_unbound_symbol_too(docker_daemon, xrun_matrix):
+    r = xrun_matrix(_STRLCPY, "--engine", "docker")
+    _assert_strlcpy_on_glibc_236(r.cell("linux/arm64:distroless-base:baseline"))
