@@ -412,6 +412,22 @@ MODEL_EXTENSIONS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
 TCG_LACKS: Mapping[str, frozenset[str]] = MappingProxyType({
     "amd64": frozenset({"AVX-512F"}), "386": frozenset({"AVX-512F"}), "arm64": frozenset({"SME"}),
 })
+# golang.org/x/sys/cpu's field that tells Go code at run time whether the CPU has an extension
+XSYS_CPU: Mapping[str, str] = MappingProxyType({
+    "AVX": "cpu.X86.HasAVX", "AVX2": "cpu.X86.HasAVX2", "AVX-512F": "cpu.X86.HasAVX512F", "FMA": "cpu.X86.HasFMA",
+    "BMI1": "cpu.X86.HasBMI1", "BMI2": "cpu.X86.HasBMI2", "AES-NI": "cpu.X86.HasAES",
+    "PCLMULQDQ": "cpu.X86.HasPCLMULQDQ", "SHA": "cpu.X86.HasSHA", "ADX": "cpu.X86.HasADX",
+    "SSE4.2": "cpu.X86.HasSSE42", "SSE4.1": "cpu.X86.HasSSE41", "SSSE3": "cpu.X86.HasSSSE3",
+    "SSE3": "cpu.X86.HasSSE3", "POPCNT": "cpu.X86.HasPOPCNT", "RDRAND": "cpu.X86.HasRDRAND",
+    "RDSEED": "cpu.X86.HasRDSEED", "MOVBE": "cpu.X86.HasMOVBE", "F16C": "cpu.X86.HasF16C",
+    "NEON": "cpu.ARM.HasNEON", "VFPv3": "cpu.ARM.HasVFPv3", "VFPv4": "cpu.ARM.HasVFPv4", "IDIV": "cpu.ARM.HasIDIVA",
+    "LSE": "cpu.ARM64.HasATOMICS", "SVE": "cpu.ARM64.HasSVE", "SVE2": "cpu.ARM64.HasSVE2",
+    "CRC32": "cpu.ARM64.HasCRC32", "DotProd": "cpu.ARM64.HasASIMDDP", "RDM": "cpu.ARM64.HasASIMDRDM",
+    "SHA3": "cpu.ARM64.HasSHA3", "FP16": "cpu.ARM64.HasFPHP", "RCPC": "cpu.ARM64.HasLRCPC",
+    "POWER9": "cpu.PPC64.IsPOWER9", "POWER8": "cpu.PPC64.IsPOWER8", "V": "cpu.RISCV64.HasV",
+    "Zba": "cpu.RISCV64.HasZba", "Zbb": "cpu.RISCV64.HasZbb",
+    "vector facility (z13)": "cpu.S390X.HasVX",
+})
 # qemu's "+feature"/"-feature" names -> the extension names above (a profile's cpu: "Westmere,+avx")
 _QEMU_FEATURES = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "bmi1": "BMI1", "bmi2": "BMI2", "f16c": "F16C",
                   "aes": "AES-NI", "pclmulqdq": "PCLMULQDQ", "sha-ni": "SHA", "adx": "ADX", "sse4.2": "SSE4.2",

@@ -167,8 +167,10 @@ def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str
     at = f"in {fault.symbol or 'that code'} ({fault.location or 'see the trace'})"
     if fault.origin == "go-asm":
         text += f"; the binary's Go level ({built or 'default'}) does not cover it: the binary, not the emulator, is at fault."
-        fix = (f"{at}: check the CPU before using {ext} (golang.org/x/sys/cpu, e.g. "
-               f"cpu.X86.HasAVX2) and keep a fallback; or drop the {cell.profile.name} profile if you never ship "
+        flag = platforms.XSYS_CPU.get(ext or "")
+        fix = (f"{at}: check the CPU before using {ext} (golang.org/x/sys/cpu"
+               + (f": {flag}" if flag else "")
+               + f") and keep a fallback; or drop the {cell.profile.name} profile if you never ship "
                f"to {cell.cpu}-class machines")
     elif fault.origin == "cgo-c":
         text += (f"; the binary's Go level ({built or 'default'}) does not govern C code: the binary, not the "

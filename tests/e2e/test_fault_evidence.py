@@ -191,3 +191,25 @@ def test_a_cgo_binary_linked_against_glibc_2_38_names_strlcpy_and_both_versions(
 def test_the_docker_engine_names_the_unbound_symbol_too(docker_daemon, xrun_matrix):
     r = xrun_matrix(_STRLCPY, "--engine", "docker")
     _assert_strlcpy_on_glibc_236(r.cell("linux/arm64:distroless-base:baseline"))
+
+
+def test_avx512_on_skylake_server_is_emulation_unsupported_proved_by_the_extension(xrun_matrix):
+    """The same EVEX instruction is the emulator's fault on Skylake-Server (the model has AVX-512F, qemu's
+    TCG cannot run it) and the binary's on Westmere (the model lacks it): the extension decides."""
+    r = xrun_matrix(f"""
+        name: avx512asm
+        project: {FIXTURES / 'avx512asm'}
+        targets: [linux/amd64]
+        profiles: [{{name: skx, cpu: {{amd64: Skylake-Server}}}}, {{name: westmere-vm, cpu: {{amd64: Westmere}}}}]
+        run: {{args: [], expect: {{stdout: "^avx512asm ok"}}}}
+    """)
+    skx, wsm = r.cell("linux/amd64:scratch:skx"), r.cell("linux/amd64:scratch:westmere-vm")
+    for c, has in ((skx, True), (wsm, False)):
+        f = _fault(c)
+        assert (f["symbol"], f["origin"], f["extension"], f["model_has_extension"]) == \
+            ("main.useAVX512", "go-asm", "AVX-512F", has), f
+        assert f["instruction"].startswith("vpxord zmm0"), f
+    assert skx["verdict"] == "emulation-unsupported", skx
+    assert "Skylake-Server has AVX-512F on real hardware. qemu's TCG cannot execute AVX-512F" in skx["explanation"]
+    assert wsm["verdict"] == "unsupported-cpu", wsm
+    assert "cpu.X86.HasAVX512F" in wsm["fix"]
