@@ -101,7 +101,7 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
         _, sig = split_status(rc, None)
         if sig is not None:
             ev = prep.evidence(ran=True, exit_code=None, signal=sig, emulator=prep.emulator, path=prep.how,
-                               limits=outcome, hardening=prep.hardening)
+                               limits=outcome, hardening=prep.hardening, children=prep.children)
             if forensics.wants_core(ev):    # stderr went to the caller: only a guest core can say where
                 ev = replace(ev, **engine.guest_core(cell, binary, root, run, workdir=Path.cwd(),
                                                       signal=sig))

@@ -196,6 +196,7 @@ class Evidence:
     limits: LimitOutcome | None = None      # what bounded the cell, and whether a limit struck
     output_limited: bool = False            # stdout+stderr passed run.limits.output: xrun stopped it
     hardening: tuple[str, ...] = ()         # what the sandbox withheld (and any hardening that was missing)
+    children: str | None = None             # how child processes run: private/host binfmt, natively, or not
     # recorded by the foreign runners (wine, node) only; classify.foreign reads them
     refusal: str | None = None              # why the runner was not started: the file is not for it
     foreign_runner: str | None = None       # "wine" or "node"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import signal as _signal
 
-from .. import platforms
+from .. import install, platforms
 from ..artifact import ArtifactFacts
 from ..forensics.libc import GLIBC_VERSION_MISSING, MUSL_SYMBOL_MISSING
 from ..model import Evidence, Fault, Verdict
@@ -34,6 +34,13 @@ _QEMU_FEATURES = ("Some features requested in the CPU model are not available",
 _GLIBC_LIB = re.compile(r"error while loading shared libraries: ([^:]+): cannot open shared object file")
 _MUSL_LIB = re.compile(r"Error loading shared library ([^:\s]+): No such file")
 _ISA_LEVEL = "CPU ISA level is lower than required"
+# a child the cell started could not be executed, or died, or refused the CPU (the cell itself ran)
+_CHILD_ENOEXEC = (re.compile(r"fork/exec ([^:\s]+): exec format error"),
+                  re.compile(r"([^:\s]+): cannot execute binary file: Exec format error"),
+                  re.compile(r"exec (?:format error: )?([^:\s]+): exec format error"),
+                  re.compile(r"^([^:\s]+): (?:line )?1: \S*ELF\S*: (?:not found|Syntax error)", re.M),
+                  re.compile(r"([^:\s'\"]+)['\"]?: [Ee]xec format error"))
+_CHILD_SIGNAL = re.compile(r"qemu: uncaught target signal (\d+) \(([^)]+)\)")
 # Which of the images/ definitions provides a library (prefix of the soname).
 _LIB_IMAGES = (("libstdc++.so", "distroless-cc"), ("libgcc_s.so", "distroless-cc"),
                ("libssl.so", "distroless-base"), ("libcrypto.so", "distroless-base"),
@@ -115,6 +122,48 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
                    f"{_cpu_desc(cell)} lacks "
                    + (", ".join(gap) + ", which that level uses." if gap else "instructions it uses.") + seen,
                    _level_fix(cell, built))
+
+
+def _child_verdict(cell: Cell, ev: Evidence, text: str) -> Verdict | None:
+    """A cell that exited by itself, but a process it started could not run on the cell's CPU.
+
+    qemu-user emulates one process: a child runs under the cell's qemu and model only through a
+    binfmt_misc handler (engines/children.py says which, in `ev.children`).
+    """
+    a = cell.target.facts
+    how = f" Children: {ev.children}." if ev.children else ""
+    for rx in _CHILD_ENOEXEC:
+        if m := rx.search(text):
+            child, line = m.group(1), _first(text, m.group(0)).strip()
+            if ev.children and ev.children.startswith("private"):
+                why = (f"the kernel found no handler for it: it is not an executable of {a.goarch} (a real "
+                       f"{a.goarch} machine cannot run it either)")
+                fix = f"ship {child} built for {cell.target.spec} in the image"
+            else:
+                why = (f"the kernel runs a foreign-arch child only through a binfmt_misc handler, and none "
+                       f"runs {a.goarch} executables here")
+                fix = (f"register qemu's binfmt_misc handlers: {install.binfmt_enable(a.qemu or a.goarch)} "
+                       "(`xrun doctor` shows what this machine has)")
+            return Verdict("exec-format-error", f"a child process, {child}, could not be executed: '{line[:200]}'; "
+                           f"{why}.{how}", fix)
+    built = ev.artifact.go_level or cell.target.level
+    m64 = _GO_AMD64.search(text)
+    if m64 and built and m64.group(1) != built:
+        return Verdict("unsupported-cpu",
+                       f"a child process refused to start: '{m64.group(0)}'; the program itself is {a.goarch} "
+                       f"{built} and ran on {cell.cpu or 'the host CPU'}, but the child it started is built for "
+                       f"{m64.group(1)}.{how}", "build the child program for the oldest CPU you ship to: "
+                       + _level_fix(cell, m64.group(1)))
+    if (sm := _CHILD_SIGNAL.search(text)) is not None:
+        sig = int(sm.group(1))
+        what = (f"a child process died of {signame(sig)} ({sm.group(2)}) under -cpu {cell.cpu or 'native'} "
+                f"('{sm.group(0)}'), and the program exited with status {ev.exit_code}.{how}")
+        if sig == _signal.SIGILL:
+            return Verdict("unsupported-cpu", what + f" The program itself ({a.goarch} {built or 'default'}) "
+                           f"runs on {cell.cpu}; the child uses an instruction {_cpu_desc(cell)} lacks.",
+                           "build the child program for the oldest CPU you ship to: " + _level_fix(cell, None))
+        return Verdict("crashed", what, "reproduce the child alone with the same -cpu model (`xrun exec`)")
+    return None
 
 
 def _cpu_desc(cell: Cell) -> str:
@@ -258,6 +307,9 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                        + ", ".join(dict.fromkeys(libs))
                        + (f" ({provider} has it)" if provider and provider != cell.image else ""))
 
+    failing = ev.exit_code != expect.exit or (expect.stdout is not None and not re.search(expect.stdout, ev.stdout))
+    if ev.signal is None and failing and (cv := _child_verdict(cell, ev, err + "\n" + ev.stdout)) is not None:
+        return cv
     m64 = _GO_AMD64.search(err)
     if m64 or (any(s in err for s in _GO_CPU_MSGS) and ev.exit_code == 1):
         msg = m64.group(0) if m64 else next(_first(err, s) for s in _GO_CPU_MSGS if s in err)

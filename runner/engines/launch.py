@@ -130,6 +130,7 @@ class Prepared:
     how: str
     fds: tuple[int, ...] = ()           # handed to bwrap (the seccomp filter)
     hardening: tuple[str, ...] = ()
+    children: str | None = None         # how the cell's child processes run (engines/children.py)
 
     def close(self) -> None:
         for fd in self.fds:

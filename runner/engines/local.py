@@ -24,7 +24,7 @@ from .. import forensics, paths, proc
 from ..errors import InfraError
 from ..model import Evidence
 from ..plan import Cell, Limits, RunSpec
-from . import cores, limits, sandbox
+from . import children, cores, limits, sandbox
 from .emulator import qemu_binary
 from .foreign import missing_runner, run_foreign
 from .launch import (
@@ -49,12 +49,14 @@ class LocalEngine:
 
     def __init__(self) -> None:
         self._tmp: Path | None = None
+        self._children: dict[tuple[str, str], children.Children] = {}
 
     def __enter__(self) -> LocalEngine:
         proc.disable_core_dumps()
         paths.remove_stale_tmpdirs()
         self._tmp = paths.run_tmpdir("local")
         write_etc(self._tmp)
+        (self._tmp / "binfmt").mkdir()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,14 +130,15 @@ class LocalEngine:
         seccomp, no_seccomp = sandbox.seccomp_fd()
         try:
             argv = sandbox.base_args(seccomp=seccomp)
+            kids = self._children_of(cell, argv[0])
         except InfraError as e:
             if seccomp is not None:
                 os.close(seccomp)
             return launch.evidence(ran=False, infra=e.what, infra_fix=e.fix)
-        argv += self._root_args(rootfs, run.limits)
+        argv = [*kids.prefix, kids.bwrap or argv[0], *argv[1:], *self._root_args(rootfs, run.limits)]
         argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
         if launch.emulator is not None:
-            argv += ["--ro-bind", launch.emulator, QEMU_IN_ROOT]
+            argv += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
         cwd = "/"
         if workdir is not None:
             argv += [*sandbox.tmpfs_args("/tmp", run.limits.memory), "--ro-bind", str(workdir), str(workdir)]
@@ -146,10 +149,18 @@ class LocalEngine:
             cwd = cores.CORE_DIR
             if launch.emulator is not None and not cores.has_cores(cell.target.arch):
                 command[1:1] = cores.log_args()
-        argv += ["--chdir", cwd, *sandbox.env_args(launch.env), "--", *command]
+        argv += ["--chdir", cwd, *sandbox.env_args({**dict(kids.env), **launch.env}), "--", *command]
         hardening = sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
         return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
-                        (seccomp,) if seccomp is not None else (), hardening)
+                        (seccomp,) if seccomp is not None else (), hardening, kids.how)
+
+    def _children_of(self, cell: Cell, bwrap: str) -> children.Children:
+        """How the cell's children run (engines/children.py), planned once per arch and model."""
+        key = (cell.target.arch, cell.cpu)
+        if key not in self._children:
+            assert self._tmp is not None
+            self._children[key] = children.plan(cell.target.arch, cell.cpu, self._tmp / "binfmt", bwrap)
+        return self._children[key]
 
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
         if cell.target.os != "linux":       # windows under wine, js/wasip1 under node
@@ -170,7 +181,7 @@ class LocalEngine:
         ev = prep.evidence(ran=True, exit_code=code, signal=sig, stdout=r.stdout, stderr=r.stderr,
                            duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
                            tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
-                           output_limited=r.output_limited, hardening=prep.hardening)
+                           output_limited=r.output_limited, hardening=prep.hardening, children=prep.children)
         if forensics.wants_core(ev):
             ev = replace(ev, **self.guest_core(cell, artifact, rootfs, run, signal=ev.signal or 0))
         return ev

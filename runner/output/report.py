@@ -50,6 +50,7 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          "notes": list(ev.notes), "timed_out": ev.timed_out,
                          "limits": ev.limits.as_json() if ev.limits else None,
                          "output_limited": ev.output_limited, "hardening": list(ev.hardening),
+                         **({"children": ev.children} if ev.children else {}),
                          **({"fault": ev.fault.as_json()} if ev.fault else {}),
                          **({"core_note": ev.core_note} if ev.core_note else {}),
                          **({"symbols": [{"name": n, "version": v} for n, v in ev.symbols]}

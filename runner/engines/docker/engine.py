@@ -31,7 +31,7 @@ from ... import forensics, paths, proc
 from ...errors import InfraError
 from ...model import Evidence, LimitOutcome
 from ...plan import Cell, Limits, RunSpec
-from .. import cores, emulator, sandbox
+from .. import children, cores, emulator, sandbox
 from ..foreign import run_foreign
 from ..launch import HOSTNAME, INJECTED_ETC, plan_launch, split_status, tcg_missing_features, write_etc
 from . import ownership
@@ -261,7 +261,8 @@ class DockerEngine:
             return mk(ran=False, infra=self._connect_error.what, infra_fix=self._connect_error.fix)
         qemu = launch.emulator
         tcg = () if qemu is None else tcg_missing_features(cell.target.arch, cell.cpu)
-        env, notes, cmd, emu = launch.env, list(launch.notes), launch.command, launch.emu
+        kids = children.plan(cell.target.arch, cell.cpu)      # the host's handlers, QEMU_CPU passed on
+        env, notes, cmd, emu = {**dict(kids.env), **launch.env}, list(launch.notes), launch.command, launch.emu
 
         retries = Retries()
         extra: dict[str, str] = {}
@@ -307,7 +308,7 @@ class DockerEngine:
         ev = mk(ran=True, exit_code=code, signal=sig, stdout=out.stdout, stderr=out.stderr,
                 duration_s=out.duration_s, timed_out=out.timed_out, emulator=qemu, tcg_missing=tcg,
                 notes=tuple(notes), path=how, extra=self._extra(extra, retries), limits=outcome,
-                output_limited=out.output_limited, hardening=HARDENING)
+                output_limited=out.output_limited, hardening=HARDENING, children=kids.how)
         if forensics.wants_core(ev):
             ev = replace(ev, **self._guest_core(cell, tag, artifact, rootfs, qemu, cmd, env, run, sig or 0))
         return ev
