@@ -8,10 +8,11 @@ containers, user namespaces switched off by a sysctl.
 
 What is *needed* depends on the engine and the matrix (`required_for_plan`). Both engines start
 qemu-<arch>-static explicitly with -cpu (bubblewrap for the local engine, a bind-mounted qemu in the
-container for the docker engine), so binfmt_misc is never needed for a verdict. It is still shown: a
-program that execs *another* foreign binary goes through the kernel's handler, and inside a container
-only a handler registered with F (the interpreter opened at registration) can do that. Same-arch
-levels (amd64 v1 on an amd64 host) never use binfmt: the kernel runs them natively.
+container for the docker engine), so the host's binfmt_misc is never needed for the program itself.
+Its *children* are another matter (engines/children.py): the local engine gives each cell private
+handlers where the kernel allows (Linux >= 6.7); otherwise, and in the docker engine, a child of a
+foreign arch needs a host handler registered with F (the interpreter opened at registration), and a
+child of the host's own arch runs natively. The "child processes" row says which applies here.
 """
 
 from __future__ import annotations
@@ -293,6 +294,25 @@ def _check_limits() -> Check:
     return Check("resource limits", not weak, f"memory {out.memory}; processes {out.pids}", fix, False)
 
 
+def _check_children(engine: str, foreign: Sequence[str]) -> Check:
+    """How a cell's child processes will run under this engine (engines/children.py)."""
+    from .engines import children
+
+    if engine == "local" and (why := children.private_off()) is None:
+        return Check("child processes", True, "run under the cell's qemu and CPU model, every arch including "
+                     f"the host's own (private binfmt_misc handlers per cell, Linux {os.uname().release})",
+                     None, False)
+    why_text = why if engine == "local" else "the docker engine's containers get no private handlers"
+    served = [a for a in foreign if children.plan(a, "x").binfmt == "host"]
+    lacking = [a for a in foreign if a not in served]
+    detail = (f"{why_text}; the host's handlers (flag F) serve {', '.join(served) or 'no arch'}, with QEMU_CPU "
+              f"passed on; {platforms.host_goarch()} children run natively, outside the CPU profile")
+    if lacking:
+        detail += f"; a child of {', '.join(lacking)} fails with 'exec format error'"
+    first = platforms.ARCHES[lacking[0]].qemu if lacking else None
+    return Check("child processes", not lacking, detail, install.binfmt_enable(first) if first else None, False)
+
+
 def _check_userns(h: _Host, needed: bool) -> Check:
     bwrap = h.which("bwrap")
     if bwrap is not None:
@@ -430,6 +450,8 @@ def _collect(*, arches: Collection[str] | None, engine: str, needs: Collection[s
     add("userns" in need, lambda: _check_userns(h, "userns" in need))
     if engine == "local":
         add(False, _check_limits)
+    if engine in ("local", "docker"):
+        add(False, lambda: _check_children(engine, foreign))
     add("docker" in need, lambda: _check_docker(h, "docker" in need))
     add("go" in need, lambda: _check_go("go" in need))
     add("zig" in need, lambda: _check_zig(h, "zig" in need))

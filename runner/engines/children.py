@@ -42,7 +42,7 @@ from .. import install, paths, platforms
 from ..errors import InfraError
 from .emulator import qemu_binary
 
-__all__ = ["Children", "host_handlers", "plan", "private_supported"]
+__all__ = ["Children", "host_handlers", "plan", "private_off", "private_supported"]
 
 OSABI_TAG = 0xFE
 _ABIS = (0x00, 0x03)            # ELFOSABI_SYSV, ELFOSABI_GNU: what Linux binaries carry
@@ -160,7 +160,7 @@ def _arches_for(goarch: str) -> tuple[str, ...]:
     return (goarch, "386") if goarch == "amd64" else (goarch,)
 
 
-def _private_off() -> str | None:
+def private_off() -> str | None:
     """Why private handlers are off: XARCH_CHILDREN=host asks for the host's handlers only."""
     if os.environ.get("XARCH_CHILDREN", "") == "host":
         return "XARCH_CHILDREN=host: private handlers are off"
@@ -177,7 +177,7 @@ def plan(goarch: str, model: str, mount_point: Path | None = None, bwrap: str | 
     cpu = a.cpu_arg(model) if model else ""
     env = (("QEMU_CPU", cpu),) if cpu else ()
     native = not model
-    why = _private_off() if mount_point is not None and bwrap is not None else \
+    why = private_off() if mount_point is not None and bwrap is not None else \
         "the docker engine's containers get no private binfmt_misc (their processes are not xrun's)"
     if why is None and mount_point is not None and bwrap is not None:
         lines = []

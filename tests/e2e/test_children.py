@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from conftest import FIXTURES
+from conftest import FIXTURES, run_xrun
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +84,20 @@ def test_a_v3_child_of_a_v1_parent_on_a_v2_vm_is_unsupported_cpu(xrun_matrix, tm
     assert c["verdict"] == "unsupported-cpu", c
     assert c["explanation"].startswith("a child process refused to start"), c["explanation"]
     assert "built for v3" in c["explanation"] and "GOAMD64=v2" in c["fix"], c
+
+
+def test_xrun_exec_runs_children_under_the_same_model(tmp_path, go_bin):
+    proj = _with_child(tmp_path, go_bin, {"GOARCH": "arm", "GOARM": "7"})
+    out = tmp_path / "parent"
+    subprocess.run([str(go_bin), "build", "-trimpath", "-o", str(out), "."], cwd=proj, check=True, timeout=600,
+                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm", "GOARM": "6", "CGO_ENABLED": "0"},
+                   capture_output=True)
+    p = run_xrun(["exec", "--image", "alpine", "--profile", "pi2", str(out), "sh"])
+    assert p.returncode == 0 and p.stdout == "hi from sh\n", p.stderr
+    p = run_xrun(["exec", "--image", "alpine", "--profile", "pi2", str(out), "embedded"])
+    assert p.returncode == 0 and p.stdout == "hi from child\n", p.stderr
+    p = run_xrun(["exec", "--image", "alpine", "--profile", "pi-zero", str(out), "embedded"])
+    assert p.returncode == 1 and "uncaught target signal 4" in p.stderr, p.stderr
 
 
 # -- the host's handlers -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from xarch.rootfs.apt_sources import (
     parse_one_line_sources,
     sources_for_suite,
 )
-from xarch.rootfs.assemble import _merge_tree, _resolve_in_root
+from xarch.rootfs.assemble import _merge_tree, resolve_in_root
 from xarch.rootfs.definitions import ImageDef, load_definitions
 from xarch.rootfs.store import DEBIAN_ARCHES, ImageStore
 
@@ -297,9 +297,9 @@ def test_merge_tree_moves_lib_into_usr_and_keeps_relative_links(tmp_path: Path) 
     assert os.readlink(root / "usr/lib/ld-musl-arm.so.1") == "arm-linux-musleabi/libc.so"
     assert os.readlink(root / "etc/libc-link") == "../lib/arm-linux-musleabi/libc.so"
     assert (root / "usr/share/man").is_dir() and not (root / "usr/share/man/x.1").exists()
-    found = _resolve_in_root(root, "/lib/ld-musl-arm.so.1")
+    found = resolve_in_root(root, "/lib/ld-musl-arm.so.1")
     assert found == root / "usr/lib/arm-linux-musleabi/libc.so"
     # an absolute link is resolved inside the image, never on the host
     os.symlink("/etc/../../../lib/ld-musl-arm.so.1", root / "escape")
-    assert _resolve_in_root(root, "/escape") == found
-    assert _resolve_in_root(root, "/nope/x") is None
+    assert resolve_in_root(root, "/escape") == found
+    assert resolve_in_root(root, "/nope/x") is None

@@ -92,7 +92,9 @@ class Pool:
                 if before is not None and after is not None:
                     out.oom_killed = after[0] > before[0]
                     out.pids_hit = after[1] > before[1]
-                keep = self._reset(slot, retries)
+                # a cell that hit its pids or memory limit leaves thousands of dying processes the
+                # cgroup still counts: the next `docker exec` could not even start runc's init there
+                keep = not (out.pids_hit or out.oom_killed) and self._reset(slot, retries)
                 slot.cells += 1
                 return out
             except SlotGone as e:
