@@ -109,8 +109,8 @@ def expand(spec: MatrixSpec) -> Plan:
                 repro = tuple(render(c, rctx, v.at(ckey, cline)) for c in command)
             if REPRO_OUTPUT not in " ".join(repro):
                 raise v.d.err("build.reproducible needs the command to write to {{ output }}", ckey, cline)
-        if prebuilt is not None:
-            art = Path(prebuilt[t.spec]).resolve()
+        if prebuilt is not None or t.artifact is not None:
+            art = t.artifact if t.artifact is not None else Path((prebuilt or {})[t.spec]).resolve()
             builds.append(BuildJob(t, (), False, env, (), art, str(art), project, False, (), prebuilt=True))
             continue
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,

@@ -156,8 +156,9 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         env: dict[str, str] = {}
         cc = None
         libc = None
+        artifact: Path | None = None
         if isinstance(item, CommentedMap):
-            v.mapping(item, key, line, ("target", "env", "cc", "libc"))
+            v.mapping(item, key, line, ("target", "env", "cc", "libc", "artifact"))
             if "target" not in item:
                 raise v.d.err("needs 'target: os/arch[/variant]'", key, line)
             spec = v.string(item["target"], f"{key}.target", line_of(item, "target"))
@@ -175,13 +176,22 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
                 if not re.match(r"^(musl|gnu(\.2\.\d+)?)$", libc):
                     raise v.d.err(f"'{libc}' is not musl, gnu or gnu.2.NN (e.g. gnu.2.17)", f"{key}.libc",
                                   line_of(item, "libc"))
+            if "artifact" in item:
+                rel = v.string(item["artifact"], f"{key}.artifact", line_of(item, "artifact"))
+                artifact = (base_dir / rel).resolve()
+                if not artifact.is_file():
+                    raise v.d.err(f"no such file: {artifact} (a prebuilt binary, relative to the matrix file)",
+                                  f"{key}.artifact", line_of(item, "artifact"))
+                if cc is not None:
+                    raise v.d.err("a prebuilt artifact is not built: drop cc (or artifact)", f"{key}.cc",
+                                  line_of(item, "cc"))
         else:
             spec = v.string(item, key, line)
         os_, arch_, variant = parse_target(spec, v, key, line)
         if spec in seen:
             raise v.d.err(f"'{spec}' is listed twice (also targets[{seen[spec]}])", key, line)
         seen[spec] = i
-        targets.append(Target(spec, os_, arch_, variant, env, cc, line, libc))
+        targets.append(Target(spec, os_, arch_, variant, env, cc, line, libc, artifact))
 
     # images
     known = list(images) if images is not None else known_images()

@@ -23,6 +23,7 @@ class Target:
     cc: str | None = None
     line: int | None = None
     libc: str | None = None     # with cc: zig: "musl" (static, the default) or "gnu.2.17"-style
+    artifact: Path | None = None    # a prebuilt binary (targets[].artifact): checked and run, not built
 
     @property
     def facts(self) -> platforms.Arch:

@@ -210,7 +210,8 @@ def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str
                        + ("" if tcg else " here") + ": the emulator, not the binary, is at fault.",
                        _emulation_fix(cell))
     origin = {"go-asm": "hand-written Go assembly", "cgo-c": "C code linked through cgo",
-              "go-runtime": "the Go runtime", "go-user": "Go code the compiler generated"}.get(fault.origin,
+              "go-runtime": "the Go runtime", "go-user": "Go code the compiler generated",
+              "native": "a program not built by Go"}.get(fault.origin,
                                                                                                 "code of unknown origin")
     text = f"{what} {fault.line()}. The instruction is in {origin}"
     at = f"in {fault.symbol or 'that code'} ({fault.location or 'see the trace'})"
@@ -221,6 +222,14 @@ def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str
                + (f": {flag}" if flag else "")
                + f") and keep a fallback; or drop the {cell.profile.name} profile if you never ship "
                f"to {cell.cpu}-class machines")
+    elif fault.origin == "native" or ev.artifact.build is None:
+        text += "; its compiler flags chose that instruction: the binary, not the emulator, is at fault."
+        model = a.model(cell.cpu)
+        flag = advice.c_compiler_flag(a, model.level if model else None)
+        fix = (f"{at}: compile for the oldest CPU you ship to"
+               + (f" ({flag} runs on {cell.cpu})" if flag else "")
+               + f" instead of a -march/-mcpu that implies {ext}, or dispatch on the CPU at run time; "
+               f"or drop the {cell.profile.name} profile")
     elif fault.origin == "cgo-c":
         text += (f"; the binary's Go level ({built or 'default'}) does not govern C code: the binary, not the "
                  "emulator, is at fault.")

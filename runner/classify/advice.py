@@ -58,3 +58,22 @@ def musl_fix(spec: str, symbols: list[str]) -> str:
     return (f"run it on a glibc image (distroless-base), or build it for musl (`cc: zig` with `libc: musl` "
             f"on the {spec} target, without {', '.join(dict.fromkeys(symbols))}); "
             "or, if the program needs no C, CGO_ENABLED=0 for a static binary")
+
+
+def c_compiler_flag(a: platforms.Arch, level: str | None) -> str | None:
+    """The gcc/clang flag that compiles C for the CPUs of a Go level: '-march=x86-64-v2', '-mcpu=power8'."""
+    if level is None:
+        return None
+    if a.goarch == "amd64":
+        return "-march=x86-64" if level == "v1" else f"-march=x86-64-{level}"
+    if a.goarch == "386":
+        return "-march=pentium4" if level == "sse2" else "-march=i486"
+    if a.goarch == "arm":
+        return {"v5": "-march=armv5te", "v6": "-march=armv6 -mfpu=vfp", "v7": "-march=armv7-a"}.get(level)
+    if a.goarch == "arm64":
+        return "-march=armv" + level.removeprefix("v") + "-a"
+    if a.goarch in ("ppc64", "ppc64le"):
+        return f"-mcpu={level}"
+    if a.goarch == "riscv64":
+        return {"rva20u64": "-march=rv64gc", "rva22u64": "-march=rv64gc_zba_zbb_zbs"}.get(level)
+    return None

@@ -158,5 +158,5 @@ def where(path: str | os.PathLike[str], pc: int) -> Where:
         file = fileline.rsplit(":", 1)[0]
         return Where(func, short_path(fileline), origin_of(func, file))
     loc = _dwarf_line(p, pc) if symbol else None
-    # a Go binary's PC outside pclntab is C linked through cgo; a non-Go program's origin is its own
-    return Where(symbol, loc, "cgo-c" if is_go and symbol else "unknown")
+    # a Go binary's PC outside pclntab is C linked through cgo; a program not built by Go is "native"
+    return Where(symbol, loc, ("cgo-c" if is_go else "native") if symbol else "unknown")
