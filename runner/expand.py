@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from ruamel.yaml.comments import CommentedMap
 from . import platforms
 from .errors import ConfigError
 from .model import CELL_VERDICTS
-from .plan import REPRO_OUTPUT, BuildJob, Cell, Plan, Profile, RunSpec, Target
+from .plan import REPRO_OUTPUT, BuildJob, Cell, ImageSource, Plan, Profile, RunSpec, Target
 from .toolchain import zig_cpu_flags, zig_triple
 from .yamlcheck import Validator, did_you_mean, line_of
+
+Platform = tuple[str, str, str | None]     # (os, OCI arch, variant), as rootfs.external reads them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +56,7 @@ class MatrixSpec:
     profiles: list[Profile]
     run: RunSpec
     prebuilt: Mapping[str, Path] | None
+    image_sources: Mapping[str, ImageSource] = field(default_factory=dict)
 
 
 def expand(spec: MatrixSpec) -> Plan:
@@ -116,8 +119,10 @@ def expand(spec: MatrixSpec) -> Plan:
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
                                project, reproducible, repro))
 
-    # cells
+    # cells; an image from elsewhere makes cells only for the platforms it offers (contract §7)
     cells: list[Cell] = []
+    notes: list[str] = []
+    offered = _offered_platforms(v, spec.image_sources)
     for t in targets:
         ctx = target_vars(name, t, package)
         ctx["output"] = next(b.output_rel for b in builds if b.target is t)
@@ -128,6 +133,9 @@ def expand(spec: MatrixSpec) -> Plan:
             cells.append(Cell(t, "none", Profile("none", builtin=True), "", rargs, renv))
             continue
         for img in img_names:
+            if img in offered and offered[img] and (why := _not_offered(t, offered[img])) is not None:
+                notes.append(f"{t.spec} x {img}: left out, {why} ({spec.image_sources[img].text})")
+                continue
             for prof in profiles:
                 model = prof.model_for(t)
                 if model is None:
@@ -137,7 +145,37 @@ def expand(spec: MatrixSpec) -> Plan:
     cells = _apply_exclude(top, v, cells)
     cells = _apply_xfail(top, v, cells)
     return Plan(p, name, project, tuple(builds), tuple(cells), run,
-                {t.spec: t.line or 1 for t in targets})
+                {t.spec: t.line or 1 for t in targets}, dict(spec.image_sources), tuple(notes))
+
+
+def _offered_platforms(v: Validator, sources: Mapping[str, ImageSource]) -> dict[str, list[Platform]]:
+    """The (os, arch, variant) platforms each image from elsewhere offers ([]: a bare root filesystem,
+    or an image in the daemon, which docker itself resolves)."""
+    from .rootfs.external import ImageSourceError, platforms_of
+
+    out: dict[str, list[Platform]] = {}
+    for name, src in sources.items():
+        if src.kind == "docker":
+            from .rootfs.daemon import platforms
+            out[name] = platforms(src.location)
+            continue
+        try:
+            out[name] = platforms_of(src.kind, src.path)
+        except ImageSourceError as e:
+            raise v.d.err(e.detail, f"images[{name}].from", src.line) from None
+    return out
+
+
+def _not_offered(t: Target, offered: list[Platform]) -> str | None:
+    """Why an image's platforms have none for this target (None: one matches), as unpack() chooses:
+    the exact variant, else the arch's only manifest when either side names no variant."""
+    a = t.facts
+    want = (t.os, a.oci, a.oci_variant(t.level))
+    same = [p for p in offered if p[:2] == want[:2]]
+    if any(p[2] == want[2] for p in same) or (len(same) == 1 and (want[2] is None or same[0][2] is None)):
+        return None
+    offers = ", ".join(sorted("/".join(x for x in p if x) for p in offered))
+    return f"the image offers only {offers}, not {'/'.join(x for x in want if x)}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -266,4 +304,4 @@ def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int,
         cells = [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i - 1]
     targets = {c.target.spec for c in cells}
     builds = tuple(b for b in plan.builds if b.target.spec in targets)
-    return Plan(plan.matrix_path, plan.name, plan.project, builds, tuple(cells), plan.run, plan.target_lines)
+    return replace(plan, builds=builds, cells=tuple(cells))

@@ -17,6 +17,7 @@ from .errors import ConfigError, read_text
 from .expand import MatrixSpec, expand
 from .plan import (
     Expect,
+    ImageSource,
     Limits,
     Plan,
     Profile,
@@ -193,19 +194,26 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         seen[spec] = i
         targets.append(Target(spec, os_, arch_, variant, env, cc, line, libc, artifact))
 
-    # images
+    # images: a builtin name, or {name, from} for an image from elsewhere (contract §7)
     known = list(images) if images is not None else known_images()
     img_names = ["scratch"]
+    sources: dict[str, ImageSource] = {}
     if "images" in top:
         iseq = v.seq(top["images"], "images", line_of(top, "images"))
         img_names = []
         for i, x in enumerate(iseq):
-            s = v.string(x, f"images[{i}]", line_of(iseq, i))
-            if s not in known:
-                raise v.d.err(f"unknown image '{s}'{did_you_mean(s, known)}; known: {', '.join(known)}",
-                              f"images[{i}]", line_of(iseq, i))
+            key, line = f"images[{i}]", line_of(iseq, i)
+            if isinstance(x, CommentedMap):
+                src = _image_source(v, x, key, line, base_dir, known)
+                s = src.name
+                sources[s] = src
+            else:
+                s = v.string(x, key, line)
+                if s not in known:
+                    raise v.d.err(f"unknown image '{s}'{did_you_mean(s, known)}; known: {', '.join(known)}, "
+                                  "or a mapping {name: ..., from: \"docker-archive:FILE\"}", key, line)
             if s in img_names:
-                raise v.d.err(f"'{s}' is listed twice", f"images[{i}]", line_of(iseq, i))
+                raise v.d.err(f"'{s}' is listed twice", key, line)
             img_names.append(s)
         if not img_names:
             raise v.d.err("must name at least one image", "images", line_of(top, "images"))
@@ -290,8 +298,37 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     mspec = MatrixSpec(path=p, v=v, top=top, name=name, project=project, base_dir=base_dir, package=package,
                       bnode=bnode, bline=bline, command=command, benv=benv, output_tpl=output_tpl,
                       reproducible=reproducible, shell=shell, before=before, targets=targets,
-                      images=img_names, profiles=profiles, run=run, prebuilt=prebuilt)
+                      images=img_names, profiles=profiles, run=run, prebuilt=prebuilt, image_sources=sources)
     return expand(mspec)
+
+
+def _image_source(v: Validator, x: CommentedMap, key: str, line: int | None, base_dir: Path,
+                  known: list[str]) -> ImageSource:
+    """One `{name, from}` image entry, its source checked to exist (paths relative to the matrix)."""
+    from .rootfs.external import ImageSourceError, parse_source
+
+    v.mapping(x, key, line, ("name", "from"))
+    for k in ("name", "from"):
+        if k not in x:
+            raise v.d.err(f"needs {k}: e.g. {{name: runtime, from: \"docker-archive:images/runtime.tar\"}}", key, line)
+    name = v.string(x["name"], f"{key}.name", line_of(x, "name"))
+    if name in known or name == "none":
+        raise v.d.err(f"'{name}' is a builtin image; give yours another name", f"{key}.name", line_of(x, "name"))
+    if not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+        raise v.d.err(f"'{name}' is not a valid image name (lower-case letters, digits, '.', '_', '-')",
+                      f"{key}.name", line_of(x, "name"))
+    text = v.string(x["from"], f"{key}.from", line_of(x, "from"))
+    try:
+        kind, loc = parse_source(text)
+    except ImageSourceError as e:
+        raise v.d.err(e.detail, f"{key}.from", line_of(x, "from")) from None
+    if kind != "docker":
+        path = (base_dir / loc).resolve()
+        if not path.exists():
+            raise v.d.err(f"no such {'directory' if kind in ('oci', 'dir') else 'file'}: {path} "
+                          "(relative to the matrix file)", f"{key}.from", line_of(x, "from"))
+        loc = str(path)
+    return ImageSource(name, kind, loc, text, line_of(x, "from"))
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.I)

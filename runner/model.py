@@ -197,6 +197,7 @@ class Evidence:
     output_limited: bool = False            # stdout+stderr passed run.limits.output: xrun stopped it
     hardening: tuple[str, ...] = ()         # what the sandbox withheld (and any hardening that was missing)
     children: str | None = None             # how child processes run: private/host binfmt, natively, or not
+    user: str | None = None                 # "uid 65532 (the image's USER nonroot)" when not root
     # recorded by the foreign runners (wine, node) only; classify.foreign reads them
     refusal: str | None = None              # why the runner was not started: the file is not for it
     foreign_runner: str | None = None       # "wine" or "node"

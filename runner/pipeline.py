@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import forensics, model, proc
+from . import forensics, model, paths, proc
 from .artifact import inspect
 from .build import BuildResult, output_excludes, run_build, tree_digest
 from .classify import classify
 from .engines import Engine
 from .errors import InfraError, RecipeError, UnknownImage
 from .model import Evidence, Verdict
-from .plan import Cell, Plan, RunSpec
+from .plan import Cell, ImageSource, Plan, RunSpec
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,17 @@ def _iter_done(pending: list[Future[T]]) -> Iterator[Future[T]]:
 class RootfsProvider:
     """Resolves (image, Debian arch) to a root directory once per run, thread-safely."""
 
-    def __init__(self, empty_root: Path) -> None:
+    def __init__(self, empty_root: Path, sources: Mapping[str, ImageSource] | None = None) -> None:
         self.empty = empty_root
+        self.sources = dict(sources or {})
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], Path | InfraError] = {}
 
     def get(self, cell: Cell) -> Path:
         if cell.image in ("scratch", "none"):
             return self.empty
+        if cell.image in self.sources:
+            return self._external(cell, self.sources[cell.image])
         deb = cell.target.facts.debian_arch(cell.target.level)
         if deb is None:
             raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
@@ -129,6 +132,32 @@ class RootfsProvider:
                     hit = e if e.fix else InfraError(e.what, fix)
                 except (RecipeError, UnknownImage, OSError) as e:  # costs the cells of that image, not the run
                     hit = InfraError(str(e), fix)
+                self._cache[key] = hit
+        if isinstance(hit, InfraError):
+            raise hit
+        return hit
+
+
+    def _external(self, cell: Cell, src: ImageSource) -> Path:
+        """The root of an image from elsewhere for this cell's platform, unpacked once (rootfs/external.py).
+
+        A hostile or broken archive is the matrix's error (exit 2, naming the archive and the entry).
+        """
+        from .rootfs.external import unpack
+
+        a = cell.target.facts
+        variant = a.oci_variant(cell.target.level)
+        key = (cell.image, f"{a.oci}/{variant}")
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                if src.kind == "docker":
+                    from .rootfs.daemon import saved
+                    kind, where = "docker-archive", saved(src.location, cell.target.os, a.oci, variant)
+                else:
+                    kind, where = src.kind, src.path
+                hit = unpack(kind, where, os_=cell.target.os, arch=a.oci, variant=variant,
+                             cache_dir=paths.cache_dir() / "images").root
                 self._cache[key] = hit
         if isinstance(hit, InfraError):
             raise hit
@@ -199,7 +228,7 @@ def execute(plan: Plan, engine: Engine, jobs: int, progress: Progress = _noop,
     """Build, then run and classify; fills `result` as it goes so an interrupt keeps what finished."""
     res = result or RunResult(plan, engine.name)
     builds = build_all(plan, jobs, progress, res)
-    roots = RootfsProvider(engine.empty_root)
+    roots = RootfsProvider(engine.empty_root, plan.image_sources)
     run_cells(plan, engine, builds, jobs, roots, progress, res)
     order = {b.target.spec: i for i, b in enumerate(plan.builds)}
     res.builds.sort(key=lambda b: order[b.job.target.spec])

@@ -141,6 +141,21 @@ def cell_id(target: str, image: str, profile: str) -> str:
 
 
 @dataclass(frozen=True)
+class ImageSource:
+    """An image from elsewhere (`images: [{name, from}]`): contract §7."""
+
+    name: str
+    kind: str                   # docker-archive | oci | oci-archive | docker | dir | tar
+    location: str               # an absolute path, or the image reference for docker:
+    text: str                   # the `from` value as written
+    line: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything to do, in order."""
 
@@ -151,3 +166,5 @@ class Plan:
     cells: tuple[Cell, ...]
     run: RunSpec
     target_lines: Mapping[str, int] = field(default_factory=dict)
+    image_sources: Mapping[str, ImageSource] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()     # what the plan left out and why (e.g. a platform an image lacks)

@@ -74,7 +74,7 @@ class Session:
                 eng.__exit__(None, None, None)
                 raise
             self._engine = eng
-            self._roots = RootfsProvider(eng.empty_root)
+            self._roots = RootfsProvider(eng.empty_root, plan.image_sources)
         assert self._roots is not None
         return self._engine, self._roots
 

@@ -34,6 +34,10 @@ _QEMU_FEATURES = ("Some features requested in the CPU model are not available",
 _GLIBC_LIB = re.compile(r"error while loading shared libraries: ([^:]+): cannot open shared object file")
 _MUSL_LIB = re.compile(r"Error loading shared library ([^:\s]+): No such file")
 _ISA_LEVEL = "CPU ISA level is lower than required"
+_WRITE_DENIED = ("read-only file system", "operation not permitted")
+_USER_FIX = ("write under /tmp (or $TMPDIR), or give the program a writable directory it owns in production: "
+             "a volume mounted there, or `COPY --chown=65532:65532` plus a writable mount; or run it as another "
+             "USER")
 # a child the cell started could not be executed, or died, or refused the CPU (the cell itself ran)
 _CHILD_ENOEXEC = (re.compile(r"fork/exec ([^:\s]+): exec format error"),
                   re.compile(r"([^:\s]+): cannot execute binary file: Exec format error"),
@@ -347,9 +351,13 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                        "fix the panic in the program: the goroutine trace is in the cell's stderr")
 
     if ev.exit_code != expect.exit:
+        denied = any(s in err for s in _WRITE_DENIED) or "permission denied" in err.lower()
+        as_user = (f" It ran as {ev.user}; xrun runs images read-only, as `docker run --read-only` does, "
+                   "with a writable /tmp.") if ev.user and denied else ""
         return Verdict("exit-status",
-                       f"exited with status {ev.exit_code}, expected {expect.exit} ({_said(ev)})",
-                       _scratch_hint(err, cell) or "see stderr; if the status is intended, set run.expect.exit")
+                       f"exited with status {ev.exit_code}, expected {expect.exit} ({_said(ev)}).{as_user}",
+                       (_USER_FIX if as_user else None) or _scratch_hint(err, cell)
+                       or "see stderr; if the status is intended, set run.expect.exit")
     if expect.stdout is not None and not re.search(expect.stdout, out):
         return Verdict("wrong-output",
                        f"exit status {ev.exit_code} as expected, but stdout does not match "

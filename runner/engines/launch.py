@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..model import Evidence
 from ..plan import Cell, RunSpec
 from . import emulator, sandbox
 from .emulator import QEMU_FIX, qemu_binary
+from .imageconfig import ImageSettings, settings_of
 
 QEMU_IN_ROOT = "/.xarch/qemu"
 APP_IN_ROOT = "/app"
@@ -78,6 +79,7 @@ class Launch:
     notes: tuple[str, ...]
     command: list[str]              # argv inside the root: [QEMU_IN_ROOT, -cpu, MODEL, /app, ...] or [/app, ...]
     emu: str                        # "qemu-arm-static -cpu arm1176" or "native"
+    image: ImageSettings = field(default_factory=ImageSettings)   # the image config's user, env and working directory
 
 
 def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence | Launch:
@@ -90,8 +92,10 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
     native = cell.cpu == ""
     cpu_label = "native" if native else cell.cpu
 
+    image = settings_of(rootfs)
+
     def mk(**kw: Any) -> Evidence:
-        return Evidence(cell.id, cpu_label, facts, **kw)
+        return Evidence(cell.id, cpu_label, facts, **{"user": image.user_text, **kw})
 
     if facts.format == "missing":
         return mk(ran=False, infra="the artifact is missing", infra_fix="see the build log")
@@ -104,9 +108,10 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
         qemu = None if native else qemu_binary(cell.target.arch)
     except InfraError as e:
         return mk(ran=False, infra=e.what, infra_fix=e.fix)
-    env = dict(run.env)
+    env = dict(image.env)           # the image's Env, then the matrix's over it
+    env.update(run.env)
     env.update(cell.env)
-    notes: list[str] = []
+    notes: list[str] = list(image.notes)
     if not native:
         for k, val in cell.target.facts.run_env.items():
             env[k] = f"{env[k]},{val}" if env.get(k) else val
@@ -116,7 +121,7 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
     cpu = cell.target.facts.cpu_arg(cell.cpu)
     command = ([QEMU_IN_ROOT, "-cpu", cpu, APP_IN_ROOT] if qemu else [APP_IN_ROOT]) + list(cell.args)
     emu = f"{os.path.basename(qemu)} -cpu {cpu}" if qemu else "native"
-    return Launch(mk, qemu, env, tuple(notes), command, emu)
+    return Launch(mk, qemu, env, tuple(notes), command, emu, image)
 
 
 @dataclass(frozen=True)

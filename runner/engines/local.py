@@ -129,7 +129,7 @@ class LocalEngine:
             return launch
         seccomp, no_seccomp = sandbox.seccomp_fd()
         try:
-            argv = sandbox.base_args(seccomp=seccomp)
+            argv = sandbox.base_args(uid=launch.image.uid, gid=launch.image.gid, seccomp=seccomp)
             kids = self._children_of(cell, argv[0])
         except InfraError as e:
             if seccomp is not None:
@@ -139,7 +139,7 @@ class LocalEngine:
         argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
         if launch.emulator is not None:
             argv += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
-        cwd = "/"
+        cwd = launch.image.workdir      # the image's WorkingDir ("/" for xarch's own images)
         if workdir is not None:
             argv += [*sandbox.tmpfs_args("/tmp", run.limits.memory), "--ro-bind", str(workdir), str(workdir)]
             cwd = str(workdir)
@@ -149,7 +149,9 @@ class LocalEngine:
             cwd = cores.CORE_DIR
             if launch.emulator is not None and not cores.has_cores(cell.target.arch):
                 command[1:1] = cores.log_args()
-        argv += ["--chdir", cwd, *sandbox.env_args({**dict(kids.env), **launch.env}), "--", *command]
+        # the root itself is a tmpfs bwrap made: read-only, as docker's --read-only root (only /tmp writes)
+        argv += ["--remount-ro", "/", "--chdir", cwd, *sandbox.env_args({**dict(kids.env), **launch.env}), "--",
+                 *command]
         hardening = sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
         return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
                         (seccomp,) if seccomp is not None else (), hardening, kids.how)

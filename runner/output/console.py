@@ -53,6 +53,8 @@ def render(console: Console, res: RunResult) -> None:
             bt.add_row(b.job.target.spec, _label(b.verdict, None, b.verdict == "ok"),
                        safe(b.job.output_rel), t)
         console.print(bt)
+    for note in plan.notes:             # what the plan left out, and why (never silently)
+        console.print(f"plan: {safe(note)}")
 
     cols: list[str] = []
     for c in plan.cells:

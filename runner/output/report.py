@@ -51,6 +51,7 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          "limits": ev.limits.as_json() if ev.limits else None,
                          "output_limited": ev.output_limited, "hardening": list(ev.hardening),
                          **({"children": ev.children} if ev.children else {}),
+                         **({"user": ev.user} if ev.user else {}),
                          **({"fault": ev.fault.as_json()} if ev.fault else {}),
                          **({"core_note": ev.core_note} if ev.core_note else {}),
                          **({"symbols": [{"name": n, "version": v} for n, v in ev.symbols]}
@@ -97,7 +98,11 @@ def to_json(res: RunResult, matrix_display: str) -> dict[str, Any]:
     base = res.plan.project
     used = list(dict.fromkeys(c.image for c in res.plan.cells if c.image != "none"))
     return {"version": 1, "matrix": matrix_display, "xarch": __version__, "engine": res.engine,
-            "interrupted": res.interrupted, "images": images_json(used),
+            "interrupted": res.interrupted, "images": {**images_json(
+                [n for n in used if n not in res.plan.image_sources]),
+                **{n: {"exact": True, "from": res.plan.image_sources[n].text} for n in used
+                   if n in res.plan.image_sources}},
+            **({"plan_notes": list(res.plan.notes)} if res.plan.notes else {}),
             "builds": [build_json(b, base) for b in res.builds],
             "cells": [cell_json(c) for c in res.cells],
             "summary": summary(res)}

@@ -10,17 +10,24 @@ from __future__ import annotations
 from ..errors import BuildError, ImageUnavailable, RecipeError, UnknownImage
 from .assemble import resolve_in_root
 from .definitions import ImageDef, load_definitions
+from .external import ImageConfig, ImageSourceError, UnpackedImage, parse_source, platforms_of, unpack
 from .store import DEBIAN_ARCHES, CachedImage, ImageStore
 
 __all__ = [
     "DEBIAN_ARCHES",
     "BuildError",
     "CachedImage",
+    "ImageConfig",
     "ImageDef",
+    "ImageSourceError",
     "ImageStore",
     "ImageUnavailable",
     "RecipeError",
     "UnknownImage",
+    "UnpackedImage",
     "load_definitions",
+    "parse_source",
+    "platforms_of",
     "resolve_in_root",
+    "unpack",
 ]

@@ -270,13 +270,15 @@ class DockerEngine:
             tag = self.image_for(cell, rootfs, retries)
             out = None
             if self.mode == "pool" and self._pool.off is None:
-                out = self._pool.run(cell, tag, artifact, rootfs, qemu, cmd, env, run, retries)
+                out = self._pool.run(cell, tag, artifact, rootfs, qemu, cmd, env, run, retries,
+                                     user=launch.image.user, workdir=launch.image.workdir)
             if out is not None:
                 mode, how = "pool", f"docker exec in a pooled container of {tag} + {emu}"
             else:
                 if self.mode == "pool":
                     extra["docker_pool_off"] = self._pool.off or "?"
-                out = self._run_container(cell, tag, artifact, rootfs, qemu, cmd, env, run, retries)
+                out = self._run_container(cell, tag, artifact, rootfs, qemu, cmd, env, run, retries,
+                                          user=launch.image.user, workdir=launch.image.workdir)
                 mode, how = "container", f"docker container of {tag} (--init, read-only, network none) + {emu}"
         except InfraError as e:
             return mk(ran=False, infra=e.what, infra_fix=e.fix, extra=self._extra(extra, retries))
@@ -376,12 +378,12 @@ class DockerEngine:
 
     def _run_container(self, cell: Cell, tag: str, artifact: Path, rootfs: Path, qemu: str | None,
                        cmd: list[str], env: dict[str, str], run: RunSpec, retries: Retries,
-                       core_dir: Path | None = None) -> Outcome:
+                       core_dir: Path | None = None, user: str = "0:0", workdir: str = "/") -> Outcome:
         mounts = self.mounts(qemu)
         mounts.append(Mount(APP_TARGET, str(artifact.resolve()), type="bind", read_only=True))
         # writable /tmp only where the image has one, as the local engine does; the rest is read-only
         tmpfs = {"/tmp": f"mode=1777,size={run.limits.memory}"} if (rootfs / "tmp").is_dir() else {}
-        kw = self.create_args(cell.id, "cell", run.limits)
+        kw = {**self.create_args(cell.id, "cell", run.limits), "user": user, "working_dir": workdir}
         if core_dir is not None:        # the second run of a faulted cell (engines/cores.py)
             mounts.append(Mount(cores.CORE_DIR, str(core_dir), type="bind", read_only=False))
             kw["working_dir"] = cores.CORE_DIR

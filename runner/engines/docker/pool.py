@@ -77,7 +77,8 @@ class Pool:
         self._idle.clear()
 
     def run(self, cell: Cell, tag: str, artifact: Path, rootfs: Path, qemu: str | None,
-            cmd: list[str], env: dict[str, str], run: RunSpec, retries: Retries) -> Outcome | None:
+            cmd: list[str], env: dict[str, str], run: RunSpec, retries: Retries,
+            user: str = "0:0", workdir: str = "/") -> Outcome | None:
         key = (tag, qemu or "", (rootfs / "tmp").is_dir(), run.limits)
         for attempt in (1, 2):
             slot = self._acquire(key, cell, retries)
@@ -87,7 +88,7 @@ class Pool:
             try:
                 _stage(artifact, slot.cell_dir)
                 before = cgroup_counters(slot.init_pid) if slot.init_pid else None
-                out = self._exec(slot, cmd, env, run, retries)
+                out = self._exec(slot, cmd, env, run, retries, user, workdir)
                 after = cgroup_counters(slot.init_pid) if slot.init_pid else None
                 if before is not None and after is not None:
                     out.oom_killed = after[0] > before[0]
@@ -160,13 +161,13 @@ class Pool:
         shutil.rmtree(slot.cell_dir.parent, ignore_errors=True)
 
     def _exec(self, slot: Slot, cmd: list[str], env: dict[str, str], run: RunSpec,
-              retries: Retries) -> Outcome:
+              retries: Retries, user: str = "0:0", workdir: str = "/") -> Outcome:
         api = self._host.client.api
         if self._host.closing() or stopping():
             raise proc.Stopped("xrun is stopping")
         try:
             ex = retries.call(api.exec_create, slot.container.id, cmd, stdin=run.stdin is not None,
-                              environment=env, workdir="/", user="0:0")
+                              environment=env, workdir=workdir, user=user)
         except APIError as e:
             if isinstance(e, NotFound) or e.status_code == 409:     # gone, or not running
                 raise SlotGone(str(e.explanation or e)) from None
