@@ -167,12 +167,12 @@ def _offered_platforms(v: Validator, sources: Mapping[str, ImageSource]) -> dict
 
 
 def _not_offered(t: Target, offered: list[Platform]) -> str | None:
-    """Why an image's platforms have none for this target (None: one matches), as unpack() chooses:
-    the exact variant, else the arch's only manifest when either side names no variant."""
+    """Why an image's platforms have none for this target (None: one matches), as unpack() chooses."""
+    from .rootfs.external import matching
+
     a = t.facts
     want = (t.os, a.oci, a.oci_variant(t.level))
-    same = [p for p in offered if p[:2] == want[:2]]
-    if any(p[2] == want[2] for p in same) or (len(same) == 1 and (want[2] is None or same[0][2] is None)):
+    if matching(offered, want):
         return None
     offers = ", ".join(sorted("/".join(x for x in p if x) for p in offered))
     return f"the image offers only {offers}, not {'/'.join(x for x in want if x)}"

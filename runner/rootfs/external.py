@@ -319,12 +319,20 @@ def _docker_images(layout: _Layout) -> list[_Image]:
     return out
 
 
+def matching(offered: list[Platform], want: Platform) -> list[Platform]:
+    """The offered platforms that serve `want`: its exact platform, else the arch's only one if the
+    variants allow (either side names none). The plan (expand.py) and unpack choose alike."""
+    same = [p for p in offered if p[:2] == want[:2]]
+    pick = [p for p in same if p[2] == want[2]]
+    if not pick and len(same) == 1 and (want[2] is None or same[0][2] is None):
+        pick = same
+    return pick
+
+
 def _select(images: list[_Image], want: Platform, label: str) -> _Image:
     """The image for `want`: its exact platform, else the arch's only manifest if the variants allow."""
-    same = [i for i in images if i.platform[:2] == want[:2]]
-    pick = [i for i in same if i.platform[2] == want[2]]
-    if not pick and len(same) == 1 and (want[2] is None or same[0].platform[2] is None):
-        pick = same
+    chosen = matching([i.platform for i in images], want)
+    pick = [i for i in images if i.platform in chosen]
     if not pick:
         offered = ", ".join(sorted({_fmt(i.platform) for i in images}))
         raise ImageSourceError(f"the image offers {offered}, not {_fmt(want)}", file=label)
