@@ -60,6 +60,8 @@ class ArtifactFacts:
                     "wasm": "WebAssembly module", "script": "a script (#!)"}.get(self.format, "not an executable")
         bits = f"ELF {self.elf_class}-bit {'LSB' if self.endian == 'little' else 'MSB'} "
         bits += (self.elf_machine or "?").removeprefix("EM_")
+        if self.elf_machine == "EM_ARM" and self.e_flags & (EF_ARM_ABI_FLOAT_HARD | EF_ARM_ABI_FLOAT_SOFT):
+            bits += ", hard-float ABI" if self.e_flags & EF_ARM_ABI_FLOAT_HARD else ", soft-float ABI"
         bits += f", dynamic (interpreter {self.interp})" if self.interp else ", static"
         if self.build is not None:
             bits += f", Go {self.build.go_version}"
@@ -162,6 +164,18 @@ def check_against_target(facts: ArtifactFacts, goos: str, goarch: str, level: st
         if got != exp:
             return Mismatch(f"the ELF header says {got} ({facts.goarch or 'unknown GOARCH'}), but target "
                             f"{goos}/{goarch} needs {exp}", fix_env)
+        if goos == "linux" and facts.osabi not in (None, "ELFOSABI_SYSV", "ELFOSABI_LINUX"):
+            abi = facts.osabi.removeprefix("ELFOSABI_")
+            return Mismatch(f"the ELF header's OS ABI is {abi}: a binary for that system, not Linux "
+                            f"(Linux runs OS ABI SYSV or GNU/Linux)", f"build it for linux/{goarch}" +
+                            ("" if bi is not None else " (the compiler's target triple, e.g. -target "
+                             f"{want.qemu or goarch}-linux-gnu)"))
+        if (goarch == "arm" and (level or want.default_level) == "v5"
+                and facts.e_flags & EF_ARM_ABI_FLOAT_HARD):
+            return Mismatch("the ELF header says hard-float ABI (EF_ARM_ABI_FLOAT_HARD: floats in VFP registers), "
+                            "but target linux/arm/v5 is soft-float (Debian armel; ARMv5 cores have no VFP)",
+                            "build it soft-float for ARMv5: `-target arm-linux-gnueabi -march=armv5te "
+                            "-mfloat-abi=soft` (gcc: arm-linux-gnueabi-gcc), or target linux/arm/v7 (armhf)")
     if bi is not None:
         if bi.setting("GOOS") not in (None, goos) or bi.setting("GOARCH") not in (None, goarch):
             return Mismatch(f"the Go build info says GOOS={bi.setting('GOOS')} GOARCH={bi.setting('GOARCH')}, "

@@ -14,13 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from . import __version__, proc
-from .commands import doctor, explain, images, report_merge, run, workflow
+from .commands import doctor, explain, images, profile, report_merge, run, workflow
 from .commands import exec as exec_
 from .errors import ConfigError, Interrupted, XarchError
 from .output.text import plain, safe
 
 # in `xrun --help` order; `run` is the default when the first word is not one of these
-COMMANDS = (run, images, doctor, explain, exec_, report_merge, workflow)
+COMMANDS = (run, images, doctor, explain, exec_, profile, report_merge, workflow)
 
 
 class UsageError(ConfigError):

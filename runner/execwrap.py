@@ -27,11 +27,16 @@ from .model import Evidence
 from .output.text import plain
 from .pipeline import RootfsProvider
 from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
+from .profiles import BUILTIN_PROFILES
 
 
 def _profile(name: str, goarch: str) -> Profile:
-    if name in platforms.BUILTIN_PROFILES:
+    if name in BUILTIN_PROFILES:
         return builtin_profile(name)
+    from .profiles.machine import from_cpu
+
+    if (r := from_cpu(goarch, name)) is not None:       # a model with toggles: what they need added
+        return Profile(name, {goarch: r.cpu}, machine={goarch: r}, source="cpu")
     return Profile(name, {goarch: name})     # a plain qemu model name
 
 

@@ -24,6 +24,8 @@ from .artifact import ArtifactFacts, inspect, loader_present
 from .classify import advice
 from .errors import ConfigError, UnknownImage
 from .forensics import libc
+from .profiles import BUILTIN_PROFILES, CATALOGUE, resolved_catalogue
+from .profiles.machine import level_gap, machine_level
 from .rootfs import ImageDef, ImageStore, load_definitions
 from .rootfs.apt_sources import host_apt_sources, host_suite
 
@@ -380,7 +382,7 @@ def _predict_image(b: _Binary, name: str, view: _ImageView | None, providers: li
 
 
 def _known_profile(name: str) -> bool:
-    return name in platforms.BUILTIN_PROFILES or any(a.model(name) for a in platforms.ARCHES.values())
+    return name in BUILTIN_PROFILES or any(a.model(name) for a in platforms.ARCHES.values())
 
 
 def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
@@ -404,6 +406,8 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
             return gap
         return _prediction("ok", f"runs on {model}", f"{b.level_text}: the oldest qemu model for {a.goarch} "
                            f"{b.level}{note}", profile=name, cpu=model)
+    if name in CATALOGUE:
+        return _predict_machine(b, name)
     hw = platforms.HARDWARE_PROFILES.get(name)
     model = hw.cpu.get(a.goarch) if hw else name
     if model is None or (hw is None and a.model(model) is None):
@@ -431,6 +435,30 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
         return gap
     return _prediction("ok", f"runs on {model}", f"{b.level_text} needs {a.goarch} {b.level}; {model} runs up to "
                        f"{a.goarch} {m.level}{note}", profile=name, cpu=model)
+
+
+def _predict_machine(b: _Binary, name: str) -> dict[str, Any]:
+    """A real machine (the catalogue): its features, not a model's, decide."""
+    a = b.arch
+    assert a is not None
+    r = resolved_catalogue(name).get(a.goarch)
+    if r is None:
+        return _prediction(None, "no cell", f"{name} does not run {a.goarch} programs", profile=name, cpu=None)
+    if not a.levels:
+        return _prediction("ok", f"runs on {r.cpu}", f"{a.goarch} has no levels", profile=name, cpu=r.cpu)
+    gap = level_gap(r, b.level) or ()
+    top = machine_level(r)
+    if gap:
+        fix = (advice.build_for_model(name, r.cpu, "linux", a, top) + f" ({name} has no {', '.join(gap)})"
+               if top else f"{name} cannot run Go {a.goarch} binaries")
+        return _fail("unsupported-cpu", f"{b.level_text} needs {a.goarch} {b.level}; {r.cpu} runs up to "
+                     f"{a.goarch} {top}", fix, profile=name, cpu=r.cpu)
+    need = platforms.LEVEL_EXTENSIONS.get(a.goarch, {}).get(b.level or a.default_level or "", frozenset())
+    if lacking := sorted(need & set(r.missing)):
+        return _fail("emulation-unsupported", f"{name} has {', '.join(lacking)}, which qemu cannot give",
+                     f"test {a.goarch} {b.level} on a real {name}", profile=name, cpu=r.cpu)
+    return _prediction("ok", f"runs on {r.cpu}", f"{b.level_text} needs {a.goarch} {b.level}; {name} runs up "
+                       f"to {a.goarch} {top}", profile=name, cpu=r.cpu)
 
 
 def _tcg_gap(a: platforms.Arch, model: str, level: str | None, profile: str) -> dict[str, Any] | None:
@@ -471,7 +499,7 @@ def explain(path: Path, images: Sequence[str] = DEFAULT_IMAGES, profiles: Sequen
                               file="command line", key="--image")
     for prof in profiles:
         if not _known_profile(prof):
-            raise ConfigError(f"unknown profile '{prof}'; known: {', '.join(platforms.BUILTIN_PROFILES)} "
+            raise ConfigError(f"unknown profile '{prof}'; known: {', '.join(BUILTIN_PROFILES)} "
                               "or a qemu CPU model name", file="command line", key="--profile")
     facts = inspect(p)
     b = _resolve(facts)

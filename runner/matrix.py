@@ -13,7 +13,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
-from .errors import ConfigError, read_text
+from .errors import ConfigError, RecipeError, read_text
 from .expand import MatrixSpec, expand
 from .plan import (
     Expect,
@@ -26,8 +26,13 @@ from .plan import (
     builtin_profile,
     size_text,
 )
+from .profiles import BUILTIN_PROFILES, read_cpuinfo, resolve_machine
+from .profiles.machine import from_cpu
 from .yamlcheck import Validator, did_you_mean, kind_of, line_of
 
+# builtin names a matrix may not redefine (the contract's); a later catalogue name a matrix already used
+# for its own profile (`haswell`, `nehalem`, ...) stays the matrix's
+RESERVED_PROFILES = ("baseline", "host", "pi-zero", "pi1", "pi2", "pi3", "pi4", "graviton2", "x86-64-v2-vm", "x86-64-v3")
 DEFAULT_COMMAND = ("go", "build", "-trimpath", "-o", "{{ output }}", "{{ package }}")
 DEFAULT_OUTPUT = "dist/{{ name }}-{{ os }}-{{ arch }}{{ variant_suffix }}{{ ext }}"
 IMAGES_DIR = paths.images_dir()
@@ -38,9 +43,29 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def known_images() -> list[str]:
-    """Image names defined under images/ (scratch always exists)."""
-    names = {p.stem for p in IMAGES_DIR.glob("*.yaml")} if IMAGES_DIR.is_dir() else set()
+    """Image names defined under images/ and their forms (`distroless-static:nonroot`); scratch always exists."""
+    if not IMAGES_DIR.is_dir():
+        return ["scratch"]
+    try:
+        from .rootfs.definitions import image_names, load_definitions
+        names = set(image_names(load_definitions(IMAGES_DIR)))
+    except RecipeError:     # a broken definition is reported where the image is built
+        names = {p.stem for p in IMAGES_DIR.glob("*.yaml")}
     return sorted(names | {"scratch"})
+
+
+def _machine_profile(v: Validator, name: str, x: CommentedMap, key: str, base_dir: Path) -> Profile:
+    """{name, cpuinfo: FILE}: the machine a captured /proc/cpuinfo describes, as qemu CPUs per arch."""
+    kline = line_of(x, "cpuinfo")
+    rel = v.string(x["cpuinfo"], f"{key}.cpuinfo", kline)
+    path = (base_dir / rel) if not Path(rel).is_absolute() else Path(rel)
+    try:
+        machine = resolve_machine(read_cpuinfo(path, rel))
+    except ConfigError as e:
+        raise v.d.err(str(e), f"{key}.cpuinfo", kline) from None
+    for goarch, r in machine.items():
+        _check_model(v, goarch, r.cpu.split(",")[0], f"{key}.cpuinfo", kline)
+    return Profile(name, {a: r.cpu for a, r in machine.items()}, machine=machine, source=rel)
 
 
 def _check_model(v: Validator, goarch: str, model: str, key: str, line: int | None) -> None:
@@ -226,25 +251,35 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         for i, x in enumerate(pseq):
             key, line = f"profiles[{i}]", line_of(pseq, i)
             if isinstance(x, CommentedMap):
-                v.mapping(x, key, line, ("name", "cpu"))
+                v.mapping(x, key, line, ("name", "cpu", "cpuinfo"))
                 if "name" not in x:
                     raise v.d.err("needs a name", key, line)
                 pname = v.string(x["name"], f"{key}.name", line_of(x, "name"))
-                if pname in platforms.BUILTIN_PROFILES:
+                if pname in RESERVED_PROFILES:
                     raise v.d.err(f"'{pname}' is a builtin profile; pick another name", f"{key}.name",
                                   line_of(x, "name"))
-                if "cpu" not in x:
-                    raise v.d.err("needs cpu: {arch: qemu model}, e.g. {amd64: Westmere}", key, line)
-                cnode = v.mapping(x["cpu"], f"{key}.cpu", line_of(x, "cpu"), list(platforms.ARCHES))
-                cpu = {str(a): v.string(m, f"{key}.cpu.{a}", line_of(cnode, a)) for a, m in cnode.items()}
-                for goarch, cpu_model in cpu.items():
-                    _check_model(v, goarch, cpu_model, f"{key}.cpu.{goarch}", line_of(cnode, goarch))
-                prof = Profile(pname, cpu)
+                if "cpuinfo" in x:
+                    if "cpu" in x:
+                        raise v.d.err("give cpu or cpuinfo, not both", f"{key}.cpu", line_of(x, "cpu"))
+                    prof = _machine_profile(v, pname, x, key, base_dir)
+                else:
+                    if "cpu" not in x:
+                        raise v.d.err("needs cpu: {arch: qemu model}, e.g. {amd64: Westmere}, or cpuinfo: FILE "
+                                      "(a captured /proc/cpuinfo)", key, line)
+                    cnode = v.mapping(x["cpu"], f"{key}.cpu", line_of(x, "cpu"), list(platforms.ARCHES))
+                    cpu = {str(a): v.string(m, f"{key}.cpu.{a}", line_of(cnode, a)) for a, m in cnode.items()}
+                    machine = {}
+                    for goarch, cpu_model in cpu.items():
+                        _check_model(v, goarch, cpu_model, f"{key}.cpu.{goarch}", line_of(cnode, goarch))
+                        if (r := from_cpu(goarch, cpu_model)) is not None:     # toggles: what they need added
+                            machine[goarch] = r
+                            cpu[goarch] = r.cpu
+                    prof = Profile(pname, cpu, machine=machine, source="cpu" if machine else None)
             else:
                 pname = v.string(x, key, line)
-                if pname not in platforms.BUILTIN_PROFILES:
-                    raise v.d.err(f"unknown profile '{pname}'{did_you_mean(pname, platforms.BUILTIN_PROFILES)};"
-                                  f" builtin: {', '.join(platforms.BUILTIN_PROFILES)}, or a mapping "
+                if pname not in BUILTIN_PROFILES:
+                    raise v.d.err(f"unknown profile '{pname}'{did_you_mean(pname, BUILTIN_PROFILES)};"
+                                  f" builtin: {', '.join(BUILTIN_PROFILES)}, or a mapping "
                                   "{name: ..., cpu: {arch: model}}", key, line)
                 prof = builtin_profile(pname)
             if any(p.name == prof.name for p in profiles):

@@ -120,14 +120,15 @@ class RootfsProvider:
         if deb is None:
             raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
                              f"packages for {cell.target.arch}", "use the scratch image for this target")
-        key = (cell.image, deb)
+        name = cell.image.partition(":")[0]      # distroless-static:nonroot runs distroless-static's files
+        key = (name, deb)
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:
-                fix = f"run `xrun images build {cell.image} --arch {deb}` where a Debian mirror is reachable"
+                fix = f"run `xrun images build {name} --arch {deb}` where a Debian mirror is reachable"
                 try:
                     from .rootfs import ImageStore
-                    hit = ImageStore().ensure(cell.image, deb)
+                    hit = ImageStore().ensure(name, deb)
                 except InfraError as e:  # ImageUnavailable and BuildError say why; the fix names this cell
                     hit = e if e.fix else InfraError(e.what, fix)
                 except (RecipeError, UnknownImage, OSError) as e:  # costs the cells of that image, not the run

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import platforms
+from .profiles.machine import Resolved
 
 REPRO_OUTPUT = "@XARCH_REPRO_OUTPUT@"   # a build command's output for the reproducibility rebuild
 
@@ -46,6 +47,10 @@ class Profile:
     name: str
     cpu: Mapping[str, str] = field(default_factory=dict)
     builtin: bool = False
+    # a real machine's CPU per arch (a captured /proc/cpuinfo or the catalogue: runner/profiles/), whose
+    # features, not the model's, decide what the binary may use; its `cpu` is the resolved -cpu string
+    machine: Mapping[str, Resolved] = field(default_factory=dict, compare=False)
+    source: str | None = None           # where the machine came from ("fleet/db-vm.txt", "catalogue")
 
     def model_for(self, target: Target) -> str | None:
         """The qemu model for this target; "" means native (host); None: the profile skips it."""
@@ -57,9 +62,14 @@ class Profile:
 
 
 def builtin_profile(name: str) -> Profile:
-    """baseline, host or a hardware profile (pi-zero, graviton2, ...) by name (KeyError when unknown)."""
+    """baseline, host, a catalogue machine (pi-zero, graviton3, ...) or a generic hardware profile by
+    name (KeyError when unknown)."""
     if name in ("baseline", "host"):
         return Profile(name, builtin=True)
+    from .profiles import CATALOGUE, resolved_catalogue
+    if name in CATALOGUE:
+        res = resolved_catalogue(name)
+        return Profile(name, {a: r.cpu for a, r in res.items()}, builtin=True, machine=res, source="catalogue")
     return Profile(name, dict(platforms.HARDWARE_PROFILES[name].cpu), builtin=True)
 
 
@@ -133,6 +143,11 @@ class Cell:
     @property
     def id(self) -> str:
         return cell_id(self.target.spec, self.image, self.profile.name)
+
+    @property
+    def machine(self) -> Resolved | None:
+        """The profile's machine for this cell's arch (a profiles.Resolved), or None for a plain model."""
+        return self.profile.machine.get(self.target.arch)
 
 
 def cell_id(target: str, image: str, profile: str) -> str:

@@ -232,7 +232,7 @@ OSES: Mapping[str, OS] = MappingProxyType({o.goos: o for o in (
 
 @dataclass(frozen=True)
 class HardwareProfile:
-    """A real machine, as the qemu model per arch that behaves like its CPU."""
+    """A generic machine class, as the qemu model per arch that behaves like its CPU."""
 
     name: str
     description: str
@@ -240,22 +240,13 @@ class HardwareProfile:
 
 
 HARDWARE_PROFILES: Mapping[str, HardwareProfile] = MappingProxyType({p.name: p for p in (
-    HardwareProfile("pi-zero", "Raspberry Pi Zero / Zero W (BCM2835, ARM1176JZF-S, ARMv6 + VFPv2)",
-                    {"arm": "arm1176"}),
-    HardwareProfile("pi1", "Raspberry Pi 1 (BCM2835, ARM1176JZF-S, ARMv6 + VFPv2)", {"arm": "arm1176"}),
-    HardwareProfile("pi2", "Raspberry Pi 2 v1.1 (BCM2836, Cortex-A7, ARMv7)", {"arm": "cortex-a7"}),
-    HardwareProfile("pi3", "Raspberry Pi 3 (BCM2837, Cortex-A53, ARMv8.0)",
-                    {"arm": "cortex-a15", "arm64": "cortex-a53"}),
-    HardwareProfile("pi4", "Raspberry Pi 4 (BCM2711, Cortex-A72, ARMv8.0)",
-                    {"arm": "cortex-a15", "arm64": "cortex-a72"}),
-    HardwareProfile("graviton2", "AWS Graviton2 (Neoverse N1, ARMv8.2)", {"arm64": "neoverse-n1"}),
     HardwareProfile("x86-64-v2-vm", "an x86-64 VM exposing Nehalem-class CPUID (SSE4.2, no AVX)",
                     {"amd64": "Nehalem", "386": "Nehalem"}),
     HardwareProfile("x86-64-v3", "an x86-64 machine with AVX2/BMI2/FMA (Haswell and newer)",
                     {"amd64": "Haswell", "386": "Haswell"}),
 )})
 
-BUILTIN_PROFILES = ("baseline", "host", *HARDWARE_PROFILES)
+# (the real machines, pi-zero to z14, are runner/profiles/catalogue.py; profiles.BUILTIN_PROFILES lists all)
 
 _HOST_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
                   "i686": "386", "i386": "386", "armv7l": "arm", "armv6l": "arm",

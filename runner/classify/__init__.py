@@ -14,6 +14,8 @@ from ..forensics.libc import GLIBC_VERSION_MISSING, MUSL_SYMBOL_MISSING
 from ..model import Evidence, Fault, Verdict
 from ..plan import Cell, Expect, size_text
 from ..proc import signame
+from ..profiles.machine import level_gap as machine_level_gap
+from ..profiles.machine import machine_level
 from . import advice
 from .foreign import foreign_verdict
 
@@ -104,22 +106,28 @@ def _cpu_verdict(cell: Cell, ev: Evidence, what: str) -> Verdict:
     fault = ev.fault
     if fault is not None and fault.signal == "SIGILL" and fault.extension and fault.model_has_extension is not None:
         return _fault_verdict(cell, ev, what, fault, built)
-    gap = platforms.level_gap(a.goarch, built, cell.cpu) if cell.cpu else None
+    mach = cell.machine
+    if mach is not None:        # a real machine: its features decide, not the model's
+        gap = machine_level_gap(mach, built)
+    else:
+        gap = platforms.level_gap(a.goarch, built, cell.cpu) if cell.cpu else None
     model = a.model(cell.cpu)
     seen = (f" The faulting instruction is {fault.line()}." if fault is not None else
             " No faulting instruction could be read" + (f" ({ev.core_note})" if ev.core_note else "")
             + "; this rests on the binary's Go level.")
     if gap == () or (gap is None and model and model.level and built
                      and a.level_index(built) <= a.level_index(model.level)):
-        lacks = sorted(platforms.TCG_LACKS.get(a.goarch, frozenset())
-                       & platforms.LEVEL_EXTENSIONS.get(a.goarch, {}).get(built or a.default_level or "", frozenset()))
+        cannot = frozenset(mach.missing) if mach is not None else platforms.TCG_LACKS.get(a.goarch, frozenset())
+        lacks = sorted(cannot & platforms.LEVEL_EXTENSIONS.get(a.goarch, {}).get(built or a.default_level or "",
+                                                                             frozenset()))
         missing = ", ".join(lacks) or "an instruction the model advertises"
         if ev.tcg_missing:
             missing += f" (qemu's warning names {', '.join(ev.tcg_missing[:8])})"
         return Verdict(
             "emulation-unsupported",
-            f"{what} The binary is {a.goarch} {built}, whose instructions {cell.cpu} has on real hardware, but "
-            f"qemu's TCG cannot provide {missing}: the emulator, not the binary, is at fault." + (
+            f"{what} The binary is {a.goarch} {built}, whose instructions "
+            f"{_owner(cell)} has on real hardware, but qemu's TCG cannot provide {missing}: the emulator, not the "
+            "binary, is at fault." + (
                 "" if fault is None else f" The faulting instruction is {fault.line()}."),
             _emulation_fix(cell))
     return Verdict("unsupported-cpu", f"{what} The binary was built for {a.goarch} {_level_text(a, ev, built)}; "
@@ -170,7 +178,14 @@ def _child_verdict(cell: Cell, ev: Evidence, text: str) -> Verdict | None:
     return None
 
 
+def _owner(cell: Cell) -> str:
+    """Whose CPU it is: the machine's name for a machine profile, else the qemu model."""
+    return f"{cell.profile.name} ({cell.cpu})" if cell.machine is not None else cell.cpu
+
+
 def _cpu_desc(cell: Cell) -> str:
+    if cell.machine is not None:
+        return f"{cell.profile.name} (emulated as -cpu {cell.cpu})"
     model = cell.target.facts.model(cell.cpu)
     return f"qemu CPU model {cell.cpu}" + (f" (runs up to {cell.target.facts.goarch} {model.level})"
                                            if model and model.level else "")
@@ -191,6 +206,14 @@ def _emulation_fix(cell: Cell) -> str:
 def _level_fix(cell: Cell, built: str | None) -> str:
     a = cell.target.facts
     prof = cell.profile.name
+    if (mach := cell.machine) is not None and a.levels:
+        gap = machine_level_gap(mach, built) or ()
+        top = machine_level(mach)
+        why = f" ({prof} has no {', '.join(gap)})" if gap else ""
+        if top is None:
+            return f"{prof} runs no Go {a.goarch} level{why}; drop the {prof} profile for {a.goarch}"
+        return (advice.build_for_model(prof, cell.cpu, cell.target.os, a, top)
+                + (f" instead of {built}" if built and built != top else "") + why)
     model = a.model(cell.cpu)
     if model and model.level and model.level in a.levels:
         fix = advice.build_for_model(prof, cell.cpu, cell.target.os, a, model.level)
@@ -209,6 +232,11 @@ def _fault_verdict(cell: Cell, ev: Evidence, what: str, fault: Fault, built: str
     ext = fault.extension
     if fault.model_has_extension:
         tcg = ext in platforms.TCG_LACKS.get(a.goarch, frozenset())
+        mach = cell.machine
+        if mach is not None:
+            return Verdict("emulation-unsupported",
+                           f"{what} {fault.line()}. {cell.profile.name} has {ext}, but qemu (-cpu {cell.cpu}) "
+                           "cannot give it: the emulator, not the binary, is at fault.", _emulation_fix(cell))
         return Verdict("emulation-unsupported",
                        f"{what} {fault.line()}. qemu's TCG cannot execute {ext}"
                        + ("" if tcg else " here") + ": the emulator, not the binary, is at fault.",

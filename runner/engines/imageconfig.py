@@ -1,7 +1,8 @@
 """What an image's config asks of a cell, in both engines: its `User`, `Env` and `WorkingDir`.
 
 Images from elsewhere (rootfs/external.py) keep their config next to their root filesystem, as
-`config.json`; xarch's rebuilt images have none and run as root in `/`, as before. A user name is
+`config.json`; xarch's rebuilt images have none and run as root in `/`, but a form of one
+(`distroless-static:nonroot`) gives a User and WorkingDir the same way. A user name is
 looked up in the image's own /etc/passwd (and a group name in its /etc/group), resolved inside the
 image, never the host's.
 """
@@ -9,8 +10,10 @@ image, never the host's.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..rootfs import resolve_in_root
 
@@ -72,12 +75,16 @@ def _user(root: Path, text: str) -> tuple[int, int, str | None]:
     return uid, gid if gid is not None else uid, note
 
 
-def settings_of(rootfs: Path) -> ImageSettings:
-    """The settings an image's config.json gives (defaults when there is none)."""
-    try:
-        doc = json.loads((rootfs.parent / "config.json").read_text())
-    except (OSError, ValueError):
-        return ImageSettings()
+def settings_of(rootfs: Path, config: Mapping[str, Any] | None = None) -> ImageSettings:
+    """The settings an image's config.json gives (defaults when there is none), or `config`'s: the
+    form of a builtin image (``distroless-static:nonroot``, rootfs/definitions.py)."""
+    if config is not None:
+        doc: Any = dict(config)
+    else:
+        try:
+            doc = json.loads((rootfs.parent / "config.json").read_text())
+        except (OSError, ValueError):
+            return ImageSettings()
     if not isinstance(doc, dict):
         return ImageSettings()
     env = tuple((str(k), str(v)) for k, v in (doc.get("env") or []) if isinstance(k, str))

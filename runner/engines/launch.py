@@ -28,6 +28,7 @@ from .imageconfig import ImageSettings, settings_of
 
 QEMU_IN_ROOT = "/.xarch/qemu"
 APP_IN_ROOT = "/app"
+APP_BESIDE = "/.xarch/cell/app"     # where the artifact goes when the image has its own /app (WORKDIR /app)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOSTNAME = sandbox.HOSTNAME
 INJECTED_ETC = ("hosts", "resolv.conf", "hostname")
@@ -69,6 +70,14 @@ def tcg_missing_features(goarch: str, model: str) -> tuple[str, ...]:
     return result
 
 
+def _form_config(image: str) -> dict[str, str] | None:
+    """The config of a builtin image's form (`distroless-static:nonroot`); None for any other image."""
+    if ":" not in image:
+        return None
+    from ..rootfs.definitions import form_config  # parses images/*.yaml: only for a form
+    return form_config(image)
+
+
 @dataclass(frozen=True)
 class Launch:
     """What any engine starts for a cell: the command inside the root, its env, and the evidence maker."""
@@ -80,6 +89,7 @@ class Launch:
     command: list[str]              # argv inside the root: [QEMU_IN_ROOT, -cpu, MODEL, /app, ...] or [/app, ...]
     emu: str                        # "qemu-arm-static -cpu arm1176" or "native"
     image: ImageSettings = field(default_factory=ImageSettings)   # the image config's user, env and working directory
+    app: str = APP_IN_ROOT          # where the artifact is bound (app_path)
 
 
 def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence | Launch:
@@ -92,7 +102,7 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
     native = cell.cpu == ""
     cpu_label = "native" if native else cell.cpu
 
-    image = settings_of(rootfs)
+    image = settings_of(rootfs, _form_config(cell.image))
 
     def mk(**kw: Any) -> Evidence:
         return Evidence(cell.id, cpu_label, facts, **{"user": image.user_text, **kw})
@@ -119,9 +129,16 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
     env.setdefault("PATH", DEFAULT_PATH)
     env.setdefault("HOME", "/")
     cpu = cell.target.facts.cpu_arg(cell.cpu)
-    command = ([QEMU_IN_ROOT, "-cpu", cpu, APP_IN_ROOT] if qemu else [APP_IN_ROOT]) + list(cell.args)
+    app = app_path(rootfs)
+    command = ([QEMU_IN_ROOT, "-cpu", cpu, app] if qemu else [app]) + list(cell.args)
     emu = f"{os.path.basename(qemu)} -cpu {cpu}" if qemu else "native"
-    return Launch(mk, qemu, env, tuple(notes), command, emu, image)
+    return Launch(mk, qemu, env, tuple(notes), command, emu, image, app)
+
+
+def app_path(rootfs: Path) -> str:
+    """Where the artifact is in the cell's root: /app, unless the image has an /app of its own (a
+    Dockerfile's `WORKDIR /app`), which must stay as the image made it."""
+    return APP_BESIDE if os.path.lexists(rootfs / "app") else APP_IN_ROOT
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from . import children, cores, limits, sandbox
 from .emulator import qemu_binary
 from .foreign import missing_runner, run_foreign
 from .launch import (
-    APP_IN_ROOT,
     INJECTED_ETC,
     QEMU_IN_ROOT,
     Prepared,
@@ -136,7 +135,7 @@ class LocalEngine:
                 os.close(seccomp)
             return launch.evidence(ran=False, infra=e.what, infra_fix=e.fix)
         argv = [*kids.prefix, kids.bwrap or argv[0], *argv[1:], *self._root_args(rootfs, run.limits)]
-        argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), APP_IN_ROOT]
+        argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), launch.app]
         if launch.emulator is not None:
             argv += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
         cwd = launch.image.workdir      # the image's WorkingDir ("/" for xarch's own images)

@@ -80,7 +80,9 @@ def _fault(cell: Cell, ev: Evidence, artifact: Path) -> Fault | None:
     else:
         loc = short_path(loc) if loc else None
         origin = origin_of(func, loc.rsplit(":", 1)[0] if loc else None)
-    have = platforms.model_extensions(goarch, cell.cpu) if cell.cpu else None
+    # what the CPU has on real hardware: a machine profile's own features, else the model's table
+    have = cell.machine.features if cell.machine is not None else (
+        platforms.model_extensions(goarch, cell.cpu) if cell.cpu else None)
     return Fault(signal=sig, pc=pc, source=source, instruction=insn, extension=ext, symbol=func, location=loc,
                  origin=origin, model=cell.cpu or None,
                  model_has_extension=None if ext is None or have is None else ext in have)

@@ -10,6 +10,7 @@ from .. import __version__, paths
 from ..build import BuildResult
 from ..model import Evidence
 from ..pipeline import CellResult, RunResult
+from ..plan import Cell
 from ..rootfs import load_definitions
 
 STREAM_TAIL = 8 * 1024
@@ -57,8 +58,17 @@ def cell_json(r: CellResult) -> dict[str, Any]:
                          **({"symbols": [{"name": n, "version": v} for n, v in ev.symbols]}
                             if ev.symbols else {}),
                          **({"image_libc": ev.image_libc} if ev.image_libc else {}),
+                         **({"machine": machine_json(c)} if c.machine is not None else {}),
                          **_foreign_json(ev), **dict(ev.extra),
                          "artifact": ev.artifact.describe()} if ev else None}
+
+
+def machine_json(c: Cell) -> dict[str, Any]:
+    """A machine profile's CPU for the cell's arch: the resolved -cpu, what the machine has, what qemu cannot give."""
+    m = c.machine
+    assert m is not None
+    return {"profile": c.profile.name, "source": c.profile.source, "cpu": m.cpu, "features": sorted(m.features),
+            "not_emulated": list(m.missing), "extra": list(m.extra), "notes": list(m.notes)}
 
 
 def _foreign_json(ev: Evidence) -> dict[str, str]:
@@ -87,10 +97,13 @@ def images_json(names: list[str]) -> dict[str, Any]:
         return {n: {"error": str(e)} for n in names}
     out: dict[str, Any] = {}
     for n in names:
-        d = defs.get(n)
+        base, _, form = n.partition(":")
+        d = defs.get(base)
         if d is not None:
-            out[n] = {"exact": False, "reference": d.reference.image, "digest": d.reference.digest,
-                      "fidelity": d.fidelity}
+            out[n] = {"exact": False, "reference": d.reference.image + (f":{form}" if form else ""),
+                      "digest": d.reference.digest, "fidelity": d.fidelity}
+            if form in d.forms:
+                out[n]["form"] = d.forms[form].config()
     return out
 
 

@@ -25,6 +25,7 @@ from ..errors import BuildError
 from ._fs import _sha256_file
 from .apt import Progress, _extract
 from .definitions import ImageDef, _subst
+from .owners import write_owners
 
 #: "quick" trusts unchanged size, mtime and inode; "full" hashes everything.
 Verify = Literal["quick", "full"]
@@ -130,11 +131,6 @@ def resolve_in_root(root: Path, guest: str, hops: int = 40) -> Path | None:
     return root.joinpath(*resolved)
 
 
-def _chown(path: Path, owner: tuple[int, int] | None) -> None:
-    if owner is not None and os.geteuid() == 0:
-        os.lchown(path, *owner)
-
-
 def _assemble(
     defn: ImageDef,
     debs: list[Path],
@@ -144,6 +140,7 @@ def _assemble(
 ) -> None:
     rootfs.mkdir(mode=0o755)
     os.chmod(rootfs, 0o755)
+    owners: dict[str, tuple[int, int]] = {}     # recorded, not applied: see rootfs/owners.py
     if debs or defn.packages:
         for d in ("bin", "sbin", "lib"):
             _ensure_dir(rootfs, f"usr/{d}")
@@ -172,7 +169,8 @@ def _assemble(
         rel = _remap(_subst(guest, values).lstrip("/"))
         path = _ensure_dir(rootfs, rel, spec.mode)
         os.chmod(path, spec.mode)
-        _chown(path, spec.owner)
+        if spec.owner is not None:
+            owners[rel] = spec.owner
     for guest in sorted(defn.files):
         fspec = defn.files[guest]
         rel = _remap(_subst(guest, values).lstrip("/"))
@@ -182,7 +180,8 @@ def _assemble(
             _remove(path)
         path.write_text(_subst(fspec.content, values), encoding="utf-8")
         os.chmod(path, fspec.mode)
-        _chown(path, fspec.owner)
+        if fspec.owner is not None:
+            owners[rel] = fspec.owner
     if "ca-bundle" in defn.generate:
         _generate_ca_bundle(rootfs)
     for guest in sorted(defn.symlinks):
@@ -197,6 +196,7 @@ def _assemble(
         found = resolve_in_root(rootfs, guest)
         if found is None or not found.exists():
             raise BuildError(f"{defn.name}: expected {guest} is missing after the build")
+    write_owners(rootfs.parent, owners)
 
 
 def _generate_ca_bundle(rootfs: Path) -> None:

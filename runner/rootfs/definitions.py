@@ -32,7 +32,14 @@ Definition schema (unknown keys are errors; paths are absolute guest paths):
 ``expect`` (list of path)
     Paths that must resolve (inside the image) after the build.
 
-``owner`` is ``"uid:gid"`` and is applied only when building as root.
+``forms`` (mapping name -> {user, workdir})
+    Other ways to run the same root filesystem, named ``<image>:<form>`` in a
+    matrix (``distroless-static:nonroot``): ``user`` is an image config User
+    (``"65532:65532"``, or a name in the image's /etc/passwd), ``workdir`` an
+    absolute WorkingDir.
+
+``owner`` is ``"uid:gid"``; it is recorded in the image's owners.json (see
+rootfs/owners.py) and applied in the layer the docker engine loads.
 Paths, symlink targets, exclude/expect patterns and file contents may use
 ``{arch}``, ``{musl_arch}``, ``{glibc_loader}``, ``{suite}`` and
 ``{suite_version}``; other braces are left alone.
@@ -40,6 +47,7 @@ Paths, symlink targets, exclude/expect patterns and file contents may use
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -72,6 +80,7 @@ _TOP_KEYS = frozenset(
         "generate",
         "exclude",
         "expect",
+        "forms",
     }
 )
 _PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -106,6 +115,18 @@ class DirSpec:
     owner: tuple[int, int] | None = None
 
 
+@dataclass(frozen=True)
+class FormSpec:
+    """A form of an image (``distroless-static:nonroot``): the config a cell of it runs with."""
+
+    user: str | None = None
+    workdir: str | None = None
+
+    def config(self) -> dict[str, str]:
+        """As an image config (engines/imageconfig.py reads it like an image's config.json)."""
+        return {k: v for k, v in (("user", self.user), ("workdir", self.workdir)) if v}
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDef:
     """A parsed definition, with its ``extends`` chain already merged in."""
@@ -122,6 +143,7 @@ class ImageDef:
     exclude: tuple[str, ...] = ()
     expect: tuple[str, ...] = ()
     extends: str | None = None
+    forms: Mapping[str, FormSpec] = field(default_factory=dict)
     # Definition files it was made from, the extends root first.
     sources: tuple[Path, ...] = ()
 
@@ -148,6 +170,7 @@ class _Raw:
     generate: list[str]
     exclude: list[str]
     expect: list[str]
+    forms: dict[str, FormSpec]
 
 
 class _Checker:
@@ -257,6 +280,21 @@ class _Checker:
         mode, owner = self.mode_owner(value, where, 0o755)
         return DirSpec(mode=mode, owner=owner)
 
+    def form_spec(self, name: Any, value: Any, line: int | None) -> FormSpec:
+        where = f"forms.{name}"
+        if not isinstance(name, str) or not re.match(r"^[a-z0-9][a-z0-9._-]*$", name):
+            raise self.fail(line, where, "a form name is lower-case letters, digits, '.', '_' and '-'")
+        fmap = self.mapping(value, line, where)
+        self.only_keys(fmap, frozenset({"user", "workdir"}), where)
+        user = workdir = None
+        if "user" in fmap:
+            user = self.string(fmap["user"], self.key_line(fmap, "user"), f"{where}.user")
+            if not re.match(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$", user):
+                raise self.fail(self.key_line(fmap, "user"), f"{where}.user", 'must be "uid[:gid]" or "name[:group]"')
+        if "workdir" in fmap:
+            workdir = self.guest_path(fmap["workdir"], self.key_line(fmap, "workdir"), f"{where}.workdir")
+        return FormSpec(user, workdir)
+
     def symlink_target(self, value: Any, line: int | None, where: str) -> str:
         target = self.string(value, line, where)
         if not target:
@@ -360,6 +398,12 @@ def _parse_file(path: Path) -> _Raw:
             else:
                 expect.append(c.guest_path(text, il, f"expect[{i}]"))
 
+    forms: dict[str, FormSpec] = {}
+    if doc.get("forms") is not None:
+        fnode = c.mapping(doc["forms"], kline("forms"), "forms")
+        for k, v in fnode.items():
+            forms[str(k)] = c.form_spec(k, v, c.key_line(fnode, k))
+
     return _Raw(
         path=path,
         name=name,
@@ -375,6 +419,7 @@ def _parse_file(path: Path) -> _Raw:
         generate=generate,
         exclude=path_list("exclude"),
         expect=expect,
+        forms=forms,
     )
 
 
@@ -397,6 +442,7 @@ def _merge(raws: dict[str, _Raw], name: str, stack: tuple[str, ...] = ()) -> Ima
             generate=_dedupe(raw.generate),
             exclude=_dedupe(raw.exclude),
             expect=_dedupe(raw.expect),
+            forms=dict(raw.forms),
             sources=(raw.path,),
         )
     if raw.extends not in raws:
@@ -418,8 +464,30 @@ def _merge(raws: dict[str, _Raw], name: str, stack: tuple[str, ...] = ()) -> Ima
         exclude=_dedupe([*base.exclude, *raw.exclude]),
         expect=_dedupe([*base.expect, *raw.expect]),
         extends=raw.extends,
+        forms={**base.forms, **raw.forms},
         sources=(*base.sources, raw.path),
     )
+
+
+def form_config(image: str, dir: Path | None = None) -> dict[str, str] | None:
+    """The config of a builtin image's form (``distroless-static:nonroot``), or None for a plain name."""
+    base, sep, form = image.partition(":")
+    if not sep:
+        return None
+    spec = _forms(str(dir) if dir is not None else None).get((base, form))
+    return spec.config() if spec is not None else None
+
+
+@functools.lru_cache(maxsize=4)
+def _forms(dir: str | None) -> dict[tuple[str, str], FormSpec]:
+    """Every (image, form) of a definitions directory (read once per process: cells ask per launch)."""
+    defs = load_definitions(Path(dir) if dir is not None else None)
+    return {(n, f): spec for n, d in defs.items() for f, spec in d.forms.items()}
+
+
+def image_names(defs: Mapping[str, ImageDef]) -> list[str]:
+    """Every name a matrix may use for these definitions: each image and each of its forms."""
+    return sorted({*defs, *(f"{n}:{f}" for n, d in defs.items() for f in d.forms)})
 
 
 def load_definitions(dir: Path | None = None) -> dict[str, ImageDef]:

@@ -6,7 +6,8 @@ Every blob is checked against its digest as it is read. Layers are applied entry
 `tarfile`'s stream reader, not with `extractall`: absolute symlinks (`/usr/lib/libc.so`) are normal in
 an image, while anything that could land outside the root (absolute names, `..`, a write through a
 symlink, a hard link out of the root, a relative symlink climbing above it, a device node) is refused,
-naming the archive and the entry. Ownership is not applied (we run rootless), setuid/setgid bits are
+naming the archive and the entry. Ownership is recorded in owners.json, not applied (rootfs/owners.py:
+the docker engine's layer carries it; the local engine's cell user owns the files), setuid/setgid bits are
 dropped, fifos are skipped (nothing a cross-built binary under qemu-user needs).
 
 Layout of ``cache_dir/external``: ``<digest16>-<os>-<arch>[-<variant>]/{rootfs/,config.json,complete}``
@@ -26,19 +27,20 @@ import lzma
 import os
 import re
 import secrets
-import shutil
 import stat
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from filelock import FileLock
 
-from ..errors import BuildError, ConfigError
 from ._fs import _rmtree, _write_atomic
+from .owners import write_owners
+from .rootwriter import ImageSourceError as ImageSourceError
+from .rootwriter import Readable, RootWriter, _split
 
 #: The kinds of image source, as in `KIND:LOCATION`.
 KINDS = ("docker-archive", "oci", "oci-archive", "dir", "tar", "docker")
@@ -86,11 +88,6 @@ class UnpackedImage:
     config: ImageConfig
 
 
-class ImageSourceError(ConfigError):
-    """An image source cannot be used: unknown kind, missing or corrupt file, a platform it lacks, or a
-    hostile entry (exit 2). Names the archive file and, for an entry, the entry and why."""
-
-
 @dataclass(frozen=True)
 class _Layer:
     name: str                 # where the layer is in the layout
@@ -105,10 +102,6 @@ class _Image:
     config_name: str
     config_digest: str
     layers: tuple[_Layer, ...]
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def parse_source(text: str) -> tuple[str, str]:
@@ -146,7 +139,7 @@ def unpack(
         _check_exists(kind, location)
         if kind == "dir":
             digest = _dir_digest(location, label)
-            fill: Callable[[_RootWriter], None] = lambda w: _copy_dir(location, w, label)  # noqa: E731
+            fill: Callable[[RootWriter], None] = lambda w: _copy_dir(location, w, label)  # noqa: E731
         else:
             with open(location, "rb") as f:
                 digest = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
@@ -418,7 +411,7 @@ def _compare(want: str, got: str, what: str, label: str) -> None:
 class _Verified(io.RawIOBase):
     """A stream that hashes what is read through it; `check` reads the rest and compares."""
 
-    def __init__(self, raw: _Readable, digest: str | None, what: str, label: str) -> None:
+    def __init__(self, raw: Readable, digest: str | None, what: str, label: str) -> None:
         super().__init__()
         self._raw, self._digest, self._what, self._label = raw, digest, what, label
         self._hash = hashlib.sha256()
@@ -449,7 +442,7 @@ def _read_errors(*extra: type[BaseException]) -> tuple[type[BaseException], ...]
     return tuple(errors)
 
 
-def _decompressed(stream: io.BufferedReader, label: str) -> _Readable:
+def _decompressed(stream: io.BufferedReader, label: str) -> Readable:
     """The stream uncompressed, by its magic bytes (media types and file names are not trusted)."""
     head = stream.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
@@ -461,7 +454,7 @@ def _decompressed(stream: io.BufferedReader, label: str) -> _Readable:
             raise ImageSourceError(
                 "is zstd-compressed; reading it needs the zstandard module (pip install zstandard)",
                 file=label) from None
-        reader: _Readable = zstd.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        reader: Readable = zstd.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
         return reader
     if head.startswith(b"BZh"):
         return bz2.BZ2File(stream)
@@ -470,7 +463,7 @@ def _decompressed(stream: io.BufferedReader, label: str) -> _Readable:
     return stream
 
 
-def _apply_layers(layout: _Layout, image: _Image, config: dict[str, Any], writer: _RootWriter) -> None:
+def _apply_layers(layout: _Layout, image: _Image, config: dict[str, Any], writer: RootWriter) -> None:
     rootfs = config.get("rootfs")
     ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if isinstance(ids, list) and len(ids) == len(image.layers):
@@ -490,13 +483,13 @@ def _apply_layers(layout: _Layout, image: _Image, config: dict[str, Any], writer
             _apply_stream(f, writer, layer.digest, diff_id, whiteouts=True)
 
 
-def _extract_tarball(path: Path, writer: _RootWriter, label: str) -> None:
+def _extract_tarball(path: Path, writer: RootWriter, label: str) -> None:
     writer.layer(label)
     with open(path, "rb") as f:
         _apply_stream(f, writer, None, None, whiteouts=False)
 
 
-def _apply_stream(raw: _Readable, writer: _RootWriter, digest: str | None, diff_id: str | None, *,
+def _apply_stream(raw: Readable, writer: RootWriter, digest: str | None, diff_id: str | None, *,
                   whiteouts: bool) -> None:
     """Apply one tar stream (compressed or not), checking the blob and its uncompressed content."""
     label = writer.label
@@ -513,7 +506,7 @@ def _apply_stream(raw: _Readable, writer: _RootWriter, digest: str | None, diff_
         raise ImageSourceError(f"cannot read it as a tar archive: {e}", file=label) from None
 
 
-def _apply_entry(tf: tarfile.TarFile, m: tarfile.TarInfo, writer: _RootWriter, whiteouts: bool) -> None:
+def _apply_entry(tf: tarfile.TarFile, m: tarfile.TarInfo, writer: RootWriter, whiteouts: bool) -> None:
     entry = m.name
     parts = _split(entry)
     if parts is None:
@@ -540,159 +533,8 @@ def _apply_entry(tf: tarfile.TarFile, m: tarfile.TarInfo, writer: _RootWriter, w
             writer.file(entry, parts, m.mode, m.mtime, data)
         else:
             raise writer.error(entry, f"unsupported tar entry type {m.type!r}")
-
-
-def _split(name: str) -> list[str] | None:
-    """The components of an archive name, or None if it is absolute or has a '..' (a leading "./" is fine)."""
-    if name.startswith("/"):
-        return None
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    return None if ".." in parts else parts
-
-
-class _RootWriter:
-    """Writes archive entries into a root filesystem, refusing any that would land outside it.
-
-    No parent of an entry may be a symlink (so nothing is written through one), hard links go only to
-    entries already in the root, and whiteouts hide what lower layers wrote, never this layer's own
-    entries. Directory modes and mtimes are applied at the end: a read-only directory would stop its
-    own entries being written, and writing them changes its mtime.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.label = ""
-        self._dirs: dict[str, tuple[int, float]] = {}
-        self._this_layer: set[str] = set()
-
-    def layer(self, label: str) -> None:
-        self.label = label
-        self._this_layer = set()
-
-    def error(self, entry: str, why: str) -> ImageSourceError:
-        return ImageSourceError(why, file=self.label, key=entry)
-
-    @contextlib.contextmanager
-    def entry(self, name: str) -> Iterator[None]:
-        """Our own write failing (a full disk) is an infrastructure error, not the image's fault."""
-        try:
-            yield
-        except gzip.BadGzipFile:
-            raise
-        except OSError as e:
-            raise BuildError(f"unpacking {self.label}: entry {name!r}: {e}") from e
-
-    def _parent(self, parts: list[str], entry: str, *, create: bool) -> Path | None:
-        """The directory that holds parts[-1] (made if `create`), refusing a path through a symlink."""
-        cur = self.root
-        for i, p in enumerate(parts[:-1]):
-            cur = cur / p
-            try:
-                mode = os.lstat(cur).st_mode
-            except FileNotFoundError:
-                if not create:
-                    return None
-                os.mkdir(cur, 0o755)
-                continue
-            where = "/".join(parts[: i + 1])
-            if stat.S_ISLNK(mode):
-                raise self.error(entry, f"goes through the symlink {where!r}; nothing may be written "
-                                        "through a symlink")
-            if not stat.S_ISDIR(mode):
-                raise self.error(entry, f"{where!r} is not a directory")
-        return cur
-
-    def _mark(self, parts: list[str]) -> None:
-        for i in range(1, len(parts) + 1):
-            self._this_layer.add("/".join(parts[:i]))
-
-    def _fresh(self, parts: list[str], entry: str, *, keep_dir: bool = False) -> Path:
-        """Where the entry goes, with what a lower layer had there removed (but a directory if `keep_dir`)."""
-        parent = self._parent(parts, entry, create=True)
-        assert parent is not None
-        path = parent / parts[-1]
-        if not (keep_dir and path.is_dir() and not path.is_symlink()):
-            _rmtree(path)
-        return path
-
-    def directory(self, entry: str, parts: list[str], mode: int, mtime: float) -> None:
-        path = self._fresh(parts, entry, keep_dir=True)
-        if not path.is_dir():
-            os.mkdir(path, 0o755)
-        self._dirs["/".join(parts)] = (stat.S_IMODE(mode) & ~_SETID, mtime)
-        self._mark(parts)
-
-    def file(self, entry: str, parts: list[str], mode: int, mtime: float, data: _Readable) -> None:
-        path = self._fresh(parts, entry)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as out:
-            shutil.copyfileobj(data, out, _CHUNK)
-            os.fchmod(out.fileno(), stat.S_IMODE(mode) & ~_SETID)
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
-        self._mark(parts)
-
-    def symlink(self, entry: str, parts: list[str], target: str, mtime: float) -> None:
-        if not target:
-            raise self.error(entry, "a symlink with an empty target")
-        # An absolute target is resolved against the image root by whoever follows it; a relative
-        # one must not climb above the root from where the link is.
-        depth = len(parts) - 1
-        for p in ([] if target.startswith("/") else target.split("/")):
-            depth += -1 if p == ".." else 0 if p in ("", ".") else 1
-            if depth < 0:
-                raise self.error(entry, f"a symlink to {target!r}, which climbs above the image root")
-        path = self._fresh(parts, entry)
-        os.symlink(target, path)
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
-        self._mark(parts)
-
-    def hardlink(self, entry: str, parts: list[str], target: str) -> None:
-        tparts = _split(target)
-        parent = self._parent(tparts, entry, create=False) if tparts else None
-        src = parent / tparts[-1] if parent is not None and tparts else None
-        if src is None or not os.path.lexists(src) or (src.is_dir() and not src.is_symlink()):
-            raise self.error(entry, f"a hard link to {target!r}, which is not a file extracted "
-                                    "earlier inside the image root")
-        if tparts == parts:
-            return
-        path = self._fresh(parts, entry)
-        os.link(src, path, follow_symlinks=False)
-        self._mark(parts)
-
-    def whiteout(self, entry: str, parts: list[str]) -> None:
-        """`.wh.NAME` hides NAME; `.wh..wh..opq` hides everything lower layers put in its directory."""
-        name = parts[-1]
-        hidden = name.removeprefix(".wh.")
-        if name != _OPAQUE and name.startswith(".wh..wh."):
-            return  # aufs bookkeeping (.wh..wh.plnk...): hides nothing
-        if name != _OPAQUE and hidden in ("", ".", ".."):
-            raise self.error(entry, "a whiteout for no valid name")
-        parent = self._parent(parts, entry, create=False)
-        if parent is None:
-            return
-        prefix = parts[:-1]
-        if name == _OPAQUE:
-            self._clear_lower(parent, prefix)
-        elif "/".join([*prefix, hidden]) not in self._this_layer:
-            _rmtree(parent / hidden)
-
-    def _clear_lower(self, directory: Path, prefix: list[str]) -> None:
-        for child in sorted(os.listdir(directory)):
-            rel = "/".join([*prefix, child])
-            path = directory / child
-            if rel not in self._this_layer:
-                _rmtree(path)
-            elif path.is_dir() and not path.is_symlink():
-                self._clear_lower(path, [*prefix, child])
-
-    def finish(self) -> None:
-        """Apply directory modes and mtimes, deepest first (a 0500 parent would block its children)."""
-        with self.entry("(directory modes)"):
-            for rel, (mode, mtime) in sorted(self._dirs.items(), key=lambda kv: -kv[0].count("/")):
-                path = self.root / rel
-                if path.is_dir() and not path.is_symlink():
-                    os.chmod(path, mode)
-                    os.utime(path, (mtime, mtime))
+        if not m.isfifo() and not (whiteouts and parts[-1].startswith(".wh.")):
+            writer.own(parts, m.uid, m.gid)
 
 
 # -- bare root filesystems -----------------------------------------------------
@@ -732,7 +574,7 @@ def _dir_digest(top: Path, label: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _copy_dir(top: Path, writer: _RootWriter, label: str) -> None:
+def _copy_dir(top: Path, writer: RootWriter, label: str) -> None:
     writer.layer(label)
     for parts, e in _walk(top):
         rel = "/".join(parts)
@@ -747,7 +589,11 @@ def _copy_dir(top: Path, writer: _RootWriter, label: str) -> None:
                     writer.file(rel, parts, st.st_mode, st.st_mtime, f)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 raise writer.error(rel, "a device node; an image run rootless may not carry one")
-            # fifos and sockets: skipped, as in archives
+            else:
+                continue    # fifos and sockets: skipped, as in archives
+            # a directory made rootless belongs to its maker: that is the image's root
+            me = (os.getuid(), os.getgid())
+            writer.own(parts, 0 if st.st_uid == me[0] else st.st_uid, 0 if st.st_gid == me[1] else st.st_gid)
 
 
 # -- the cache -----------------------------------------------------------------
@@ -760,7 +606,7 @@ def _key(config: ImageConfig) -> str:
     return "-".join(_KEY_UNSAFE.sub("_", p) for p in parts)
 
 
-def _cached(cache_dir: Path, config: ImageConfig, fill: Callable[[_RootWriter], None]) -> UnpackedImage:
+def _cached(cache_dir: Path, config: ImageConfig, fill: Callable[[RootWriter], None]) -> UnpackedImage:
     """The cache entry for config, made by `fill` (writing its rootfs) under its lock unless complete."""
     base = cache_dir / "external"
     key = _key(config)
@@ -779,9 +625,10 @@ def _cached(cache_dir: Path, config: ImageConfig, fill: Callable[[_RootWriter], 
         tmp.mkdir()
         try:
             (tmp / "rootfs").mkdir(mode=0o755)
-            writer = _RootWriter(tmp / "rootfs")
+            writer = RootWriter(tmp / "rootfs")
             fill(writer)
             writer.finish()
+            write_owners(tmp, writer.owners)
             _write_atomic(tmp / "config.json", json.dumps(asdict(config), indent=1) + "\n")
             # Written last: an entry without it is never used.
             _write_atomic(tmp / "complete", config.digest + "\n")

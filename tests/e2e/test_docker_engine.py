@@ -97,13 +97,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, probe_src: Path) -> dict
 # -- running cells through engines ----------------------------------------------------------------
 
 def _cell(spec: str, image: str, profile: str, args: tuple[str, ...]) -> Any:
-    from xarch import platforms
-    from xarch.plan import Cell, Profile, Target
+    from xarch.plan import Cell, Target, builtin_profile
 
     os_, arch, *rest = spec.split("/")
     t = Target(spec, os_, arch, rest[0] if rest else None)
-    prof = Profile(profile, cpu=dict(platforms.HARDWARE_PROFILES[profile].cpu), builtin=True) \
-        if profile in platforms.HARDWARE_PROFILES else Profile(profile, builtin=True)
+    prof = builtin_profile(profile)
     cpu = prof.model_for(t)
     assert cpu is not None, (spec, profile)
     return Cell(t, image, prof, cpu, args, {})

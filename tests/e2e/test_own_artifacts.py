@@ -60,3 +60,46 @@ def test_a_missing_prebuilt_artifact_is_a_matrix_error(xrun_matrix, tmp_path):
     """)
     assert r.rc == 2, r.out + r.err
     assert "targets[0].artifact" in r.err and "no such file" in r.err and "Traceback" not in r.err
+
+
+def _zig_c(tmp_path, target: str, name: str):
+    """A static C program for `target`, compiled with zig (a dependency of the test extras)."""
+    pytest.importorskip("ziglang")
+    import sys
+    src = tmp_path / f"{name}.c"
+    src.write_text('#include <stdio.h>\nint main(void){puts("float ok");return 0;}\n')
+    out = tmp_path / name
+    subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", target, "-static", "-O1", "-o", str(out),
+                    str(src)], check=True, capture_output=True, timeout=600)
+    return out
+
+
+def test_a_hard_float_arm_binary_is_a_mismatch_for_armv5_and_runs_on_armv7(xrun_matrix, tmp_path):
+    hard = _zig_c(tmp_path, "arm-linux-musleabihf", "hardfloat")
+    r = xrun_matrix(f"""
+        name: floatabi
+        targets: [{{target: linux/arm/v5, artifact: {hard}}}, {{target: linux/arm/v7, artifact: {hard}}}]
+        run: {{args: [], expect: {{stdout: "float ok"}}}}
+    """)
+    v5, v7 = r.report["builds"]
+    assert v5["verdict"] == "artifact-mismatch", v5
+    assert "hard-float ABI" in v5["explanation"] and "armel" in v5["explanation"], v5
+    assert "-mfloat-abi=soft" in v5["fix"]
+    assert v7["verdict"] == "ok", v7
+    assert r.cell("linux/arm/v7:scratch:baseline")["verdict"] == "ok"
+
+
+def test_an_elf_for_another_os_abi_is_a_mismatch(xrun_matrix, tmp_path, haswell_c):
+    other = tmp_path / "freebsd-abi"
+    data = bytearray(haswell_c.read_bytes())
+    data[7] = 9                                  # EI_OSABI = ELFOSABI_FREEBSD: what a FreeBSD build carries
+    other.write_bytes(bytes(data))
+    other.chmod(0o755)
+    r = xrun_matrix(f"""
+        name: osabi
+        targets: [{{target: linux/amd64, artifact: {other}}}]
+        run: {{args: []}}
+    """)
+    b = r.report["builds"][0]
+    assert b["verdict"] == "artifact-mismatch", b
+    assert "OS ABI is FREEBSD" in b["explanation"], b

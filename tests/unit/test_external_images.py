@@ -314,3 +314,19 @@ def test_setid_bits_are_stripped_and_modes_mtimes_kept(tmp_path: Path) -> None:
     assert modes == {"bin": 0o775, "bin/su": 0o755, "bin/ro": 0o444, "sealed": 0o555}
     assert (root / "bin/su").stat().st_mtime == MTIME and (root / "bin").stat().st_mtime == MTIME
     assert (root / "bin/su2").stat().st_ino == (root / "bin/su").stat().st_ino
+
+
+def test_ownership_is_recorded_not_applied_and_follows_the_last_layer(tmp_path: Path) -> None:
+    """owners.json holds what the layers say (the docker engine applies it); the files stay ours."""
+    def owned(e: Entry, uid: int, gid: int) -> Entry:
+        e[0].uid, e[0].gid = uid, gid
+        return e
+
+    oci = Oci(tmp_path / "layout")
+    l1 = tar(owned(d("app"), 65532, 65532), owned(f("app/data"), 65532, 65532), owned(f("etc-file"), 0, 0),
+             owned(f("later-root"), 1000, 1000))
+    l2 = tar(owned(f("later-root", b"again"), 0, 0))
+    img = amd64("oci", oci.index(oci.image([l1, l2])), tmp_path / "c")
+    from xarch.rootfs.owners import owners_of
+    assert owners_of(img.root) == {"app": (65532, 65532), "app/data": (65532, 65532)}
+    assert (img.root / "app" / "data").stat().st_uid == os.getuid()

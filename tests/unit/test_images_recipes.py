@@ -136,6 +136,10 @@ def test_good_minimal_definition(tmp_path: Path) -> None:
         ("generate: [ca-bundle, sbom]\n", "images/demo.yaml:7: generate[1]: unknown generator 'sbom'"),
         ("extends: nowhere\n", "images/demo.yaml:7: extends: no definition named 'nowhere'"),
         ("expect:\n  - relative/path\n", "images/demo.yaml:8: expect[0]: must be an absolute path"),
+        ("forms:\n  Nonroot: {user: nonroot}\n", "images/demo.yaml:8: forms.Nonroot: a form name is lower-case"),
+        ("forms:\n  nonroot:\n    user: nonroot\n    shell: sh\n", "images/demo.yaml:10: forms.nonroot.shell: unknown key"),
+        ("forms:\n  nonroot:\n    workdir: home\n", "images/demo.yaml:9: forms.nonroot.workdir: must be an absolute path"),
+        ("forms:\n  nonroot:\n    user: 'a b'\n", 'images/demo.yaml:9: forms.nonroot.user: must be "uid[:gid]"'),
     ],
 )
 def test_errors_name_file_line_and_key(
@@ -303,3 +307,13 @@ def test_merge_tree_moves_lib_into_usr_and_keeps_relative_links(tmp_path: Path) 
     os.symlink("/etc/../../../lib/ld-musl-arm.so.1", root / "escape")
     assert resolve_in_root(root, "/escape") == found
     assert resolve_in_root(root, "/nope/x") is None
+
+
+def test_forms_are_inherited_and_named_image_colon_form(defs: dict[str, ImageDef]) -> None:
+    from xarch.rootfs.definitions import form_config, image_names
+
+    for name in ("distroless-static", "distroless-base", "distroless-cc"):
+        assert defs[name].forms["nonroot"].config() == {"user": "65532:65532", "workdir": "/home/nonroot"}
+    assert "distroless-cc:nonroot" in image_names(defs) and "alpine:nonroot" not in image_names(defs)
+    assert form_config("distroless-base:nonroot") == {"user": "65532:65532", "workdir": "/home/nonroot"}
+    assert form_config("distroless-base") is None and form_config("alpine:nonroot") is None

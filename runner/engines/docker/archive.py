@@ -1,7 +1,7 @@
 """An image rootfs directory as a `docker save` archive: one layer, a config naming the architecture.
 
 Why an archive rather than `docker import --platform`: engine 20.10 ignores that flag, and a wrong
-architecture in the config makes `--platform` try to pull. The tree digest (names, modes, owners,
+architecture in the config makes `--platform` try to pull. The tree digest (names, modes, the recorded owners,
 sizes, mtimes, link targets) is part of the tag, so a later run reuses an image it already imported.
 """
 
@@ -13,14 +13,15 @@ import json
 import os
 import tarfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...rootfs.owners import owners_of
 from ..launch import DEFAULT_PATH, INJECTED_ETC
 from .common import APP_TARGET
 
-_SKIP_TOP = ("app", ".xarch", "proc", "dev", "sys")
+_SKIP_TOP = (".xarch", "proc", "dev", "sys")
 _SKIP_ETC = frozenset(f"etc/{n}" for n in INJECTED_ETC)
 
 
@@ -31,6 +32,7 @@ class Tree:
     root: Path
     entries: tuple[str, ...]
     digest: str
+    owners: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def scan(root: Path) -> Tree:
@@ -46,9 +48,10 @@ def scan(root: Path) -> Tree:
                 link = os.readlink(p) if os.path.islink(p) else ""
                 rel = os.path.relpath(p, root)
                 entries.append(rel)
-                h.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
-                         f"{st.st_mtime_ns}\0{link}\n".encode())
-    return Tree(root, tuple(entries), h.hexdigest())
+                h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{link}\n".encode())
+    owners = owners_of(root)
+    h.update(json.dumps(sorted(owners.items())).encode())
+    return Tree(root, tuple(entries), h.hexdigest(), owners)
 
 
 def _skip_in_layer(rel: str) -> bool:
@@ -59,6 +62,8 @@ def _skip_in_layer(rel: str) -> bool:
 def _write_layer(tree: Tree, out: io.BufferedIOBase) -> None:
     """The image rootfs as an uncompressed layer tar, plus /app -> the cell's artifact."""
     def norm(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        # the image's own ownership (rootfs/owners.py), not the cache's on-disk owner
+        ti.uid, ti.gid = tree.owners.get(ti.name, (0, 0))
         ti.uname = ti.gname = ""
         return ti
 
@@ -69,9 +74,10 @@ def _write_layer(tree: Tree, out: io.BufferedIOBase) -> None:
                 skipped.append(rel)
                 continue
             tar.add(os.path.join(tree.root, rel), arcname=rel, recursive=False, filter=norm)
-        link = tarfile.TarInfo("app")
-        link.type, link.linkname, link.mode = tarfile.SYMTYPE, APP_TARGET, 0o777
-        tar.addfile(link)
+        if "app" not in tree.entries:   # an image's own /app stays: the cell runs APP_TARGET (launch.app_path)
+            link = tarfile.TarInfo("app")
+            link.type, link.linkname, link.mode = tarfile.SYMTYPE, APP_TARGET, 0o777
+            tar.addfile(link)
 
 
 def write_archive(tree: Tree, tag: str, arch: str, variant: str | None, labels: Mapping[str, str],

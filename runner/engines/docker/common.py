@@ -16,15 +16,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from ... import install, proc
 from ...plan import Cell
-from ..launch import APP_IN_ROOT, QEMU_IN_ROOT
+from ..launch import APP_BESIDE, APP_IN_ROOT, QEMU_IN_ROOT
 
 MODES = ("container", "pool")
 DEFAULT_MODE = "pool"               # every parity test passes in both modes; pool is ~3x cheaper
 MODE_ENV = "XARCH_DOCKER_MODE"
 
-LAYOUT = "1"                        # bump when the image layout (archive.py) changes: it is part of the tag
-CELL_DIR = "/.xarch/cell"           # the artifact lives here; /app is a symlink into it
-APP_TARGET = f"{CELL_DIR}/app"
+LAYOUT = "2"                        # bump when the image layout (archive.py) changes: it is part of the tag
+CELL_DIR = "/.xarch/cell"           # the artifact lives here; /app is a symlink into it (unless the image has /app)
+APP_TARGET = APP_BESIDE
 INIT_IN_ROOT = "/.xarch/init"
 APP = APP_IN_ROOT
 WAIT_SLICE_S = 0.5                  # how often a waiting cell looks at Ctrl-C

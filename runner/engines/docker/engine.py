@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -200,16 +201,22 @@ class DockerEngine:
     def image_for(self, cell: Cell, rootfs: Path, retries: Retries | None = None) -> str:
         """The tag of the imported image for this cell's image and platform, importing it once."""
         arch, variant = oci_platform(cell)
-        key = (str(rootfs), arch, variant, cell.image)
+        key = (str(rootfs), arch, variant, cell.image.partition(":")[0])
         with self._lock:
             tag = self._images.get(key)
             if tag is not None:
                 return tag
         r = retries or Retries()
+        own = self._daemon_image(rootfs, arch, variant, r)
+        if own is not None:
+            with self._lock:
+                self._images[key] = own
+            return own
         tree = scan(rootfs)
-        h = hashlib.sha256(f"{LAYOUT}\0{cell.image}\0{arch}\0{variant}\0{tree.digest}".encode())
+        name = cell.image.partition(":")[0]     # a form (distroless-static:nonroot) shares its image
+        h = hashlib.sha256(f"{LAYOUT}\0{name}\0{arch}\0{variant}\0{tree.digest}".encode())
         digest = h.hexdigest()
-        repo = "xarch/" + re.sub(r"[^a-z0-9._-]", "-", cell.image.lower())
+        repo = "xarch/" + re.sub(r"[^a-z0-9._-]", "-", name.lower())
         tag = f"{repo}:{arch}{'-' + variant if variant else ''}-{digest[:12]}"
         with self._lock:
             tlock = self._image_locks.setdefault(tag, threading.Lock())
@@ -220,10 +227,29 @@ class DockerEngine:
                 # another xrun (or an xdist worker) may be importing the same image right now
                 with filelock.FileLock(str(locks / f"{digest[:24]}.lock"), timeout=600):
                     if not self._has_image(tag, r):
-                        self._import(tree, tag, arch, variant, cell.image, digest, r)
+                        self._import(tree, tag, arch, variant, name, digest, r)
         with self._lock:
             self._images[key] = tag
         return tag
+
+    def _daemon_image(self, rootfs: Path, arch: str, variant: str | None, r: Retries) -> str | None:
+        """The daemon's own image when the cell's image is one (`docker:REF`, or a `docker save` of an image
+        the daemon has): its id, used as it is, when it is of the cell's platform. None otherwise."""
+        try:
+            digest = json.loads((rootfs.parent / "config.json").read_text()).get("digest")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            return None
+        try:
+            img = r.call(self._client.images.get, digest)
+        except (ImageNotFound, APIError):
+            return None
+        a = img.attrs
+        # the unpack already chose this image for the cell's platform; a variant-less image serves any variant
+        if a.get("Id") != digest or a.get("Architecture") != arch or a.get("Variant") not in (None, "", variant):
+            return None
+        return str(digest)
 
     def _has_image(self, tag: str, r: Retries) -> bool:
         try:
@@ -268,6 +294,9 @@ class DockerEngine:
         extra: dict[str, str] = {}
         try:
             tag = self.image_for(cell, rootfs, retries)
+            if tag.startswith("sha256:") and launch.app != APP_TARGET:
+                # the daemon's own image, as it is: no /app link in it, so the artifact runs where it is mounted
+                cmd = [APP_TARGET if a == launch.app else a for a in cmd]
             out = None
             if self.mode == "pool" and self._pool.off is None:
                 out = self._pool.run(cell, tag, artifact, rootfs, qemu, cmd, env, run, retries,
