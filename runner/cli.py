@@ -11,8 +11,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-
 from . import __version__, proc
 from .commands import doctor, explain, images, profile, report_merge, run, workflow
 from .commands import exec as exec_
@@ -79,6 +77,8 @@ def dispatch(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+
     err = Console(stderr=True, highlight=False)
     try:
         return dispatch(sys.argv[1:] if argv is None else argv)

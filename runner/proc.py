@@ -8,10 +8,12 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from .errors import InfraError
 
@@ -191,17 +193,31 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
 
 
 def run_attached(argv: Sequence[str], *, timeout: float | None = None,
-                 preexec_fn: Callable[[], None] | None = None, pass_fds: Sequence[int] = ()) -> tuple[int, bool]:
+                 preexec_fn: Callable[[], None] | None = None, pass_fds: Sequence[int] = (),
+                 stderr_tail: bytearray | None = None) -> tuple[int, bool]:
     """Run argv with this process's stdin/stdout/stderr (`xrun exec`: a test's output streams through
-    as it happens) in its own session; (returncode, timed_out). Ctrl-C and the timeout kill its tree."""
+    as it happens) in its own session; (returncode, timed_out). Ctrl-C and the timeout kill its tree.
+
+    With `stderr_tail`, stderr goes through a pipe that is copied to ours as it comes, and its last
+    64 KiB are kept there (what the Go runtime or qemu said, for the verdict)."""
     if _stopping.is_set():
         raise Stopped("xrun is stopping")
-    proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
+    tee = stderr_tail is not None
+    proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds),
+                            stderr=subprocess.PIPE if tee else None)
+    copier = None
+    if tee:
+        assert proc.stderr is not None and stderr_tail is not None
+        copier = threading.Thread(target=_copy_tail, args=(proc.stderr, stderr_tail), daemon=True)
+        copier.start()
     with _live_lock:
         _live.add(proc)
     try:
         try:
-            return proc.wait(timeout=timeout), False
+            rc = proc.wait(timeout=timeout)
+            if copier is not None:
+                copier.join(timeout=5)
+            return rc, False
         except subprocess.TimeoutExpired:
             kill_tree(proc)
             return proc.wait(), True
@@ -212,6 +228,18 @@ def run_attached(argv: Sequence[str], *, timeout: float | None = None,
     finally:
         with _live_lock:
             _live.discard(proc)
+
+
+def _copy_tail(src: IO[bytes], tail: bytearray, keep: int = 64 << 10) -> None:
+    out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+    fd = src.fileno()
+    while chunk := os.read(fd, 1 << 16):
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+        tail += chunk
+        if len(tail) > keep:
+            del tail[: len(tail) - keep]
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:

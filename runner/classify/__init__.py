@@ -357,6 +357,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         return _cpu_verdict(cell, ev, f"the Go runtime refused to start: '{msg.strip()}'.")
     if ev.signal == _signal.SIGILL:
         qmsg = (f"'{_first(err, 'uncaught target signal')}'" if "uncaught target signal" in err
+                else "see its message above" if "stderr went straight to the terminal" in ev.notes
                 else "no message")
         return _cpu_verdict(cell, ev, f"killed by SIGILL (illegal instruction) under -cpu {cell.cpu or 'native'} "
                                       f"(emulator said: {qmsg}).")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -18,6 +19,10 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--profile", default="baseline",
                    help="CPU profile: baseline, host, a hardware profile (pi-zero, ...) or a qemu model")
     p.add_argument("--timeout", type=float, default=None, help="seconds; the whole process tree is killed")
+    p.add_argument("--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="pass NAME (even a denied one) or set NAME=VALUE in the cell (repeatable)")
+    p.add_argument("--no-env", action="store_true",
+                   help="pass only GO*, TEST* and TERM of the caller's environment (and what --env names)")
     p.add_argument("--install-wrappers", metavar="DIR",
                    help="write go_linux_<arch>_exec wrappers (with these options) into DIR and exit")
     p.add_argument("binary", nargs="?")
@@ -31,11 +36,16 @@ def run(ns: argparse.Namespace) -> int:
     from ..execwrap import install_wrappers, run_in_cell
 
     opts = ["--image", ns.image, "--profile", ns.profile] + (
-        ["--timeout", str(ns.timeout)] if ns.timeout else [])
+        ["--timeout", str(ns.timeout)] if ns.timeout else []) + [f"--env={e}" for e in ns.env] + (
+        ["--no-env"] if ns.no_env else [])
     if ns.install_wrappers:
-        for w in install_wrappers(Path(ns.install_wrappers), opts):
+        wrappers, notes = install_wrappers(Path(ns.install_wrappers), opts)
+        for w in wrappers:
             print(w)
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
         return 0
     if not ns.binary:
         raise ConfigError("needs a BINARY to run", file="command line", key="xrun exec")
-    return run_in_cell(ns.binary, ns.args, image=ns.image, profile=ns.profile, timeout=ns.timeout)
+    return run_in_cell(ns.binary, ns.args, image=ns.image, profile=ns.profile, timeout=ns.timeout,
+                       env_items=ns.env, no_env=ns.no_env)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from ..errors import XarchError
-from ..explain import DEFAULT_IMAGES, DEFAULT_PROFILES
 from ..output.text import plain
 from . import Subparsers
 
@@ -21,7 +20,8 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
                     "CPU profile will run it.")
     p.add_argument("binary", help="the file to explain")
     p.add_argument("--image", action="append", metavar="I",
-                   help=f"an image to predict for (repeatable; default: {', '.join(DEFAULT_IMAGES)})")
+                   help="an image to predict for (repeatable; default: scratch, alpine, distroless-static, "
+                        "distroless-base)")
     p.add_argument("--profile", action="append", metavar="P",
                    help="a CPU profile: baseline, host, a hardware profile or a qemu model (repeatable; "
                         "default: baseline)")
@@ -34,7 +34,7 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ..explain import explain, render_text
+    from ..explain import DEFAULT_IMAGES, DEFAULT_PROFILES, explain, render_text
 
     try:
         result = explain(Path(ns.binary), ns.image or DEFAULT_IMAGES, ns.profile or DEFAULT_PROFILES)

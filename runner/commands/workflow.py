@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from ..errors import XarchError
-from ..gha import ARM_RUNNER
 from ..output.text import plain
 from . import Subparsers
 
@@ -20,7 +19,7 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("matrix", nargs="?", default="matrix.yaml")
     p.add_argument("--shards", type=int, default=1, metavar="N", help="parallel jobs (default 1)")
     p.add_argument("--native-arm", action="store_true",
-                   help=f"run shards whose cells are all arm/arm64 on {ARM_RUNNER} runners")
+                   help="run shards whose cells are all arm/arm64 on GitHub's arm runners (ubuntu-24.04-arm)")
     p.add_argument("--python", default="3.11", metavar="VERSION", help="Python for the jobs (default 3.11)")
     p.add_argument("--uses", default="./", metavar="ACTION",
                    help="the xarch action: ./ (this repository, the default) or owner/repo@ref")

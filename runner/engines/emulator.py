@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from .. import install, platforms, proc
+from .. import install, paths, platforms, proc
 from ..errors import InfraError
 
 QEMU_FIX = (f"install the qemu-user emulators: `{install.QEMU}` (Debian/Ubuntu); "
@@ -49,13 +49,54 @@ def _verified(path: str, ino: int, size: int, mtime_ns: int, mode: int, uid: int
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"it is writable by {'others' if mode & stat.S_IWOTH else 'its group'} (mode {stat.S_IMODE(mode):o})"
     recorded = _dpkg_md5s().get(path)
-    if recorded is not None:
+    if recorded is not None and not _known_good(path, ino, size, mtime_ns, recorded[0]):
         with open(path, "rb") as f:
             h = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False))
         if h.hexdigest() != recorded[0]:
             return (f"its content differs from what dpkg installed for {recorded[1]} (md5 {h.hexdigest()}, "
                     f"dpkg recorded {recorded[0]}): it was modified after installation")
+        _remember_good(path, ino, size, mtime_ns, recorded[0])
     return None
+
+
+_GOOD = "verified-executables.json"
+
+
+def _good_key(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> str:
+    # ctime too: no write (nor utime to restore the mtime) leaves it unchanged
+    ctime = os.stat(path).st_ctime_ns
+    return f"{path}|{ino}|{size}|{mtime_ns}|{ctime}|{md5}"
+
+
+def _known_good(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> bool:
+    """Whether an earlier xrun already hashed this very file (`xrun exec` runs once per test binary:
+    hashing qemu each time cost tens of milliseconds)."""
+    import json
+
+    try:
+        good = json.loads((paths.cache_dir() / _GOOD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(good, list) and _good_key(path, ino, size, mtime_ns, md5) in good
+
+
+def _remember_good(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> None:
+    import json
+
+    f = paths.cache_dir() / _GOOD
+    try:
+        good = json.loads(f.read_text())
+    except (OSError, ValueError):
+        good = []
+    key = _good_key(path, ino, size, mtime_ns, md5)
+    if not isinstance(good, list) or key in good:
+        return
+    keep = [k for k in good if isinstance(k, str) and not k.startswith(f"{path}|")][-63:]
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_text_atomic(f, json.dumps([*keep, key]))
+    except OSError:
+        pass        # a read-only cache costs a hash per run, nothing else
 
 
 def verify(path: str) -> str:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import forensics, paths, proc
+from .. import paths, proc
 from ..errors import InfraError
 from ..model import Evidence
 from ..plan import Cell, Limits, RunSpec
 from . import children, cores, limits, sandbox
 from .emulator import qemu_binary
-from .foreign import missing_runner, run_foreign
 from .launch import (
     INJECTED_ETC,
     QEMU_IN_ROOT,
@@ -82,6 +82,8 @@ class LocalEngine:
                              " or run xrun as root")
         for arch in sorted({c.target.arch for c in cells if c.target.runnable and c.cpu}):
             qemu_binary(arch)
+        from .foreign import missing_runner
+
         if (err := missing_runner(tuple(c for c in cells if c.target.runnable))) is not None:
             raise err
 
@@ -117,11 +119,14 @@ class LocalEngine:
         return args
 
     def prepare(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec,
-                workdir: Path | None = None, core_dir: Path | None = None) -> Evidence | Prepared:
+                workdir: Path | None = None, core_dir: Path | None = None,
+                binds: Sequence[tuple[str, str, bool]] | None = None) -> Evidence | Prepared:
         """The sandbox command for a cell, or the Evidence when a static check already decides it.
 
-        `workdir` (for `xrun exec`) is bound read-only at its own path and made the cwd, with a
-        tmpfs /tmp: a `go test` binary reads its package's files and makes temp dirs.
+        `workdir` (for `xrun exec`) is made the cwd, with a tmpfs /tmp: a `go test` binary reads its
+        package's files and makes temp dirs. `binds` (source, path in the cell, writable), in order,
+        say what of the host it sees (execwrap.py: the module, a scratch copy of the package, the
+        directories go test writes to); without them the workdir alone is bound read-only.
         """
         launch = plan_launch(cell, artifact, rootfs, run)
         if isinstance(launch, Evidence):
@@ -140,7 +145,9 @@ class LocalEngine:
             argv += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
         cwd = launch.image.workdir      # the image's WorkingDir ("/" for xarch's own images)
         if workdir is not None:
-            argv += [*sandbox.tmpfs_args("/tmp", run.limits.memory), "--ro-bind", str(workdir), str(workdir)]
+            argv += sandbox.tmpfs_args("/tmp", run.limits.memory)
+            for src, dst, rw in (binds if binds is not None else ((str(workdir), str(workdir), False),)):
+                argv += ["--bind" if rw else "--ro-bind", src, dst]
             cwd = str(workdir)
         command = list(launch.command)
         if core_dir is not None:        # the second run of a faulted cell: see engines/cores.py
@@ -166,6 +173,8 @@ class LocalEngine:
     def run_cell(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence:
         if cell.target.os != "linux":       # windows under wine, js/wasip1 under node
             assert self._tmp is not None, "use LocalEngine as a context manager"
+            from .foreign import run_foreign
+
             return run_foreign(cell, artifact, run, self._tmp)
         prep = self.prepare(cell, artifact, rootfs, run)
         if isinstance(prep, Evidence):
@@ -183,19 +192,22 @@ class LocalEngine:
                            duration_s=r.duration_s, timed_out=r.timed_out, emulator=prep.emulator,
                            tcg_missing=tcg, notes=prep.notes, path=prep.how, limits=outcome,
                            output_limited=r.output_limited, hardening=prep.hardening, children=prep.children)
+        from .. import forensics
+
         if forensics.wants_core(ev):
             ev = replace(ev, **self.guest_core(cell, artifact, rootfs, run, signal=ev.signal or 0))
         return ev
 
     def guest_core(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec,
-                   workdir: Path | None = None, signal: int = 0) -> dict[str, Any]:
+                   workdir: Path | None = None, signal: int = 0,
+                   binds: Sequence[tuple[str, str, bool]] | None = None) -> dict[str, Any]:
         """Run a faulted cell once more with a bounded guest core allowed (engines/cores.py):
         the Evidence fields `core` (signal, pc) or `core_note` (why there is none)."""
         if (why := cores.why_not()) is not None:
             return {"core_note": why}
         assert self._tmp is not None
         d = cores.make_dir(self._tmp)
-        prep = self.prepare(cell, artifact, rootfs, run, workdir=workdir, core_dir=d)
+        prep = self.prepare(cell, artifact, rootfs, run, workdir=workdir, core_dir=d, binds=binds)
         if isinstance(prep, Evidence):
             cores.take(d)
             return {"core_note": "no guest core taken: the second run could not start"}

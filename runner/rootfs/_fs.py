@@ -49,3 +49,31 @@ def _rmtree(path: Path) -> int:
     else:
         path.unlink()
     return size
+
+
+def resolve_in_root(root: Path, guest: str, hops: int = 40) -> Path | None:
+    """Resolve a guest path as the guest would, never leaving root."""
+    parts = [p for p in guest.split("/") if p]
+    resolved: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        host = root.joinpath(*resolved, part)
+        if host.is_symlink():
+            hops -= 1
+            if hops < 0:
+                return None
+            target = os.readlink(host)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        if not os.path.lexists(host):
+            return None
+        resolved.append(part)
+    return root.joinpath(*resolved)

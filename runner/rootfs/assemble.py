@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import BuildError
-from ._fs import _sha256_file
+from ._fs import _sha256_file, resolve_in_root
 from .apt import Progress, _extract
 from .definitions import ImageDef, _subst
 from .owners import write_owners
@@ -101,34 +101,6 @@ def _merge_tree(src: Path, root: Path, rel: str, excluded: Callable[[str], bool]
             os.symlink(target, dest)
         else:
             os.replace(entry.path, dest)
-
-
-def resolve_in_root(root: Path, guest: str, hops: int = 40) -> Path | None:
-    """Resolve a guest path as the guest would, never leaving root."""
-    parts = [p for p in guest.split("/") if p]
-    resolved: list[str] = []
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        host = root.joinpath(*resolved, part)
-        if host.is_symlink():
-            hops -= 1
-            if hops < 0:
-                return None
-            target = os.readlink(host)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        if not os.path.lexists(host):
-            return None
-        resolved.append(part)
-    return root.joinpath(*resolved)
 
 
 def _assemble(

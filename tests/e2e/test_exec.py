@@ -68,3 +68,90 @@ def test_exec_passes_args_stdin_stdout_and_exit_status(tmp_path, go_bin):
     assert p.returncode == 0 and p.stdout == "a b\n"
     p = run_xrun(["exec", str(tmp_path / "missing")])
     assert p.returncode == 2 and "no such file" in p.stderr
+
+
+ENVMOD = FIXTURES / "gotestenv"
+
+
+def _module_copy(tmp_path: Path) -> Path:
+    import shutil
+    dst = tmp_path / "gotestenv"
+    shutil.copytree(ENVMOD, dst)
+    return dst
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_go_test_sees_the_module_writes_a_scratch_copy_and_gets_coverage_and_profiles(go_bin, tmp_path):
+    mod = _module_copy(tmp_path)
+    before = _tree(mod)
+    env = {**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
+           "GOPROXY": "off", "GOFLAGS": "-count=1", "MY_FLAG": "1", "MY_SECRET_TOKEN": "hunter2",
+           "PATH": f"{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([str(go_bin), "test", "-v", "-exec", _xrun(), "-cover", "-coverprofile=c.out",
+                        "-cpuprofile=cpu.out", "./pkg"], cwd=mod, env=env, text=True, capture_output=True,
+                       timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "MY_FLAG seen" in out                   # the caller's variable passed; the token did not (the test checks)
+    assert "--- PASS: TestModuleTestdata" in out and "--- PASS: TestWritesItsPackageDirectory" in out
+    assert "coverage: 100.0% of statements" in out
+    assert (mod / "c.out").read_text().startswith("mode: ")
+    assert (mod / "cpu.out").stat().st_size > 0      # -test.outputdir is where go test ran, as natively
+    after = _tree(mod)
+    assert "pkg/generated.out" not in after                   # the test wrote a scratch copy
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) <= {"c.out", "cpu.out", "pkg.test"}, set(after) - set(before)
+
+
+def test_exec_env_controls(tmp_path, go_bin):
+    out = tmp_path / "probe"
+    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
+                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+    env = {**os.environ, "MY_FLAG": "1", "GITHUB_TOKEN": "x", "LANG": "C.UTF-8"}
+    names = ["MY_FLAG", "LANG", "GITHUB_TOKEN", "HOME", "PATH", "X"]
+
+    def seen_in(p: subprocess.CompletedProcess[str]) -> dict[str, str]:
+        return {k: v for k, _, v in (ln.partition("=") for ln in p.stdout.splitlines()) if v}
+
+    p = run_xrun(["exec", str(out), "env", *names], env=env)
+    seen = seen_in(p)
+    assert p.returncode == 0, p.stderr
+    assert seen.get("MY_FLAG") == "1" and seen.get("LANG") == "C.UTF-8" and "GITHUB_TOKEN" not in seen
+    assert seen["HOME"] == "/tmp/home" and os.environ["PATH"] != seen["PATH"]
+    p = run_xrun(["exec", "--no-env", "--env", "GITHUB_TOKEN", "--env", "X=1", str(out), "env", *names], env=env)
+    seen = seen_in(p)
+    assert "MY_FLAG" not in seen and seen.get("GITHUB_TOKEN") == "x" and seen.get("X") == "1"
+
+
+def test_go_runtime_cpu_refusal_is_a_verdict_in_exec_mode(tmp_path, go_bin):
+    out = tmp_path / "probe-v3"
+    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
+                   env={**os.environ, "GOOS": "linux", "GOARCH": "amd64", "GOAMD64": "v3", "CGO_ENABLED": "0"})
+    p = run_xrun(["exec", "--profile", "x86-64-v2-vm", str(out)])
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "v3 microarchitecture support" in p.stderr            # Go's own line still comes through
+    assert "unsupported-cpu" in p.stderr and "GOAMD64=v2" in p.stderr, p.stderr
+    ok = run_xrun(["exec", "--profile", "x86-64-v3", str(out)])
+    assert ok.returncode == 0 and "unsupported-cpu" not in ok.stderr
+
+
+def test_wrappers_use_the_entry_point_skip_the_host_arch_and_work_in_a_module_with_runner(go_bin, tmp_path):
+    from xarch import platforms
+    host = platforms.host_goarch()
+    p = run_xrun(["exec", "--install-wrappers", str(tmp_path / "bin"), "--profile", "pi3"])
+    assert p.returncode == 0, p.stderr
+    assert not (tmp_path / "bin" / f"go_linux_{host}_exec").exists()
+    assert f"go runs {host} test binaries on this {host} host itself" in p.stderr and "-exec '" in p.stderr
+    other = "arm64" if host != "arm64" else "amd64"
+    text = (tmp_path / "bin" / f"go_linux_{other}_exec").read_text()
+    assert "-m runner" not in text and ("/xrun' exec" in text or "/xrun exec" in text or " -P -m xarch" in text)
+    mod = _module_copy(tmp_path)
+    env = {**os.environ, "GOOS": "linux", "GOARCH": other, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
+           "GOPROXY": "off", "GOFLAGS": "-count=1", "PYTHONPATH": "",
+           "PATH": f"{tmp_path / 'bin'}{os.pathsep}{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([str(go_bin), "test", "./runner"], cwd=mod, env=env, text=True, capture_output=True,
+                       timeout=600)
+    assert r.returncode == 0 and "ok  \texample.com/gotestenv/runner" in r.stdout, r.stdout + r.stderr
