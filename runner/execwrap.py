@@ -139,11 +139,12 @@ def _run(engine: LocalEngine, cell: Cell, binary: Path, root: Path, run: RunSpec
     # stdio is inherited: the test binary's output streams through as it happens. stderr, unless it is
     # a terminal, also goes through a pipe whose tail says why a run failed (Go's CPU check, qemu)
     tail = None if sys.stderr.isatty() else bytearray()
+    out_tail = None if sys.stdout.isatty() else bytearray()
     try:
         with cell_limits(run.limits) as lim:
             try:
                 rc, timed_out = proc.run_attached(prep.argv, timeout=timeout, preexec_fn=lim.preexec,
-                                                  pass_fds=prep.fds, stderr_tail=tail)
+                                                  pass_fds=prep.fds, stderr_tail=tail, stdout_tail=out_tail)
             except KeyboardInterrupt:
                 return 130
             if timed_out:
@@ -156,8 +157,9 @@ def _run(engine: LocalEngine, cell: Cell, binary: Path, root: Path, run: RunSpec
     if rc == 0:
         return 0
     err = tail.decode(errors="replace") if tail is not None else ""
+    said = out_tail.decode(errors="replace") if out_tail is not None else ""
     ev = prep.evidence(ran=True, exit_code=code, signal=sig, emulator=prep.emulator, path=prep.how,
-                       limits=outcome, hardening=prep.hardening, children=prep.children, stderr=err)
+                       limits=outcome, hardening=prep.hardening, children=prep.children, stderr=err, stdout=said)
     from . import forensics  # only now: a passing run never loads the evidence readers
 
     if sig is not None and forensics.wants_core(ev):
@@ -180,6 +182,8 @@ def _report(cell: Cell, ev: Evidence, run: RunSpec, fallback: int, quiet: Sequen
 
     v = classify(cell, ev, run.expect, run.timeout or 0)
     if v.verdict in quiet:
+        if v.fix and v.fix.startswith(f"image {cell.image} has no"):    # the image lacks what the test used
+            sys.stderr.write(plain(f"xrun exec: {v.fix}") + "\n")
         return fallback
     if v.verdict == "infra-error":
         raise InfraError(v.explanation or "the runner failed", v.fix or "run `xrun doctor`")

@@ -194,29 +194,30 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str |
 
 def run_attached(argv: Sequence[str], *, timeout: float | None = None,
                  preexec_fn: Callable[[], None] | None = None, pass_fds: Sequence[int] = (),
-                 stderr_tail: bytearray | None = None) -> tuple[int, bool]:
+                 stderr_tail: bytearray | None = None, stdout_tail: bytearray | None = None) -> tuple[int, bool]:
     """Run argv with this process's stdin/stdout/stderr (`xrun exec`: a test's output streams through
     as it happens) in its own session; (returncode, timed_out). Ctrl-C and the timeout kill its tree.
 
-    With `stderr_tail`, stderr goes through a pipe that is copied to ours as it comes, and its last
-    64 KiB are kept there (what the Go runtime or qemu said, for the verdict)."""
+    With `stderr_tail` (`stdout_tail`), stderr (stdout) goes through a pipe that is copied to ours as
+    it comes, and its last 64 KiB are kept there (what the Go runtime, qemu or a failing test said)."""
     if _stopping.is_set():
         raise Stopped("xrun is stopping")
-    tee = stderr_tail is not None
     proc = subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec_fn, pass_fds=tuple(pass_fds),
-                            stderr=subprocess.PIPE if tee else None)
-    copier = None
-    if tee:
-        assert proc.stderr is not None and stderr_tail is not None
-        copier = threading.Thread(target=_copy_tail, args=(proc.stderr, stderr_tail), daemon=True)
-        copier.start()
+                            stderr=subprocess.PIPE if stderr_tail is not None else None,
+                            stdout=subprocess.PIPE if stdout_tail is not None else None)
+    copiers = []
+    for pipe, tail, out in ((proc.stderr, stderr_tail, sys.stderr), (proc.stdout, stdout_tail, sys.stdout)):
+        if pipe is not None and tail is not None:
+            t = threading.Thread(target=_copy_tail, args=(pipe, tail, out), daemon=True)
+            t.start()
+            copiers.append(t)
     with _live_lock:
         _live.add(proc)
     try:
         try:
             rc = proc.wait(timeout=timeout)
-            if copier is not None:
-                copier.join(timeout=5)
+            for t in copiers:
+                t.join(timeout=5)
             return rc, False
         except subprocess.TimeoutExpired:
             kill_tree(proc)
@@ -230,8 +231,8 @@ def run_attached(argv: Sequence[str], *, timeout: float | None = None,
             _live.discard(proc)
 
 
-def _copy_tail(src: IO[bytes], tail: bytearray, keep: int = 64 << 10) -> None:
-    out = sys.stderr.buffer if hasattr(sys.stderr, "buffer") else None
+def _copy_tail(src: IO[bytes], tail: bytearray, to: IO[str], keep: int = 64 << 10) -> None:
+    out = getattr(to, "buffer", None)
     fd = src.fileno()
     while chunk := os.read(fd, 1 << 16):
         if out is not None:

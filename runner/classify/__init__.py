@@ -385,7 +385,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
                    "with a writable /tmp.") if ev.user and denied else ""
         return Verdict("exit-status",
                        f"exited with status {ev.exit_code}, expected {expect.exit} ({_said(ev)}).{as_user}",
-                       (_USER_FIX if as_user else None) or _scratch_hint(err, cell)
+                       (_USER_FIX if as_user else None) or _scratch_hint(err + "\n" + ev.stdout, cell)
                        or "see stderr; if the status is intended, set run.expect.exit")
     if expect.stdout is not None and not re.search(expect.stdout, out):
         return Verdict("wrong-output",
@@ -451,4 +451,15 @@ def _scratch_hint(err: str, cell: Cell) -> str | None:
                 "time/tzdata), or use distroless-static or alpine")
     if "user: unknown userid" in err or "requires cgo or $USER" in err:
         return f"image {cell.image} has no /etc/passwd entry: use distroless-static or alpine, or set $USER/$HOME"
+    if (m := _RAN_MISSING.search(err)) is not None:
+        prog = m.group(1) or m.group(2)
+        shell = prog.rsplit("/", 1)[-1] in ("sh", "bash", "ash")
+        return (f"image {cell.image} has no {prog}: the program ran {prog}, which {cell.image} lacks: "
+                + ("use an image with a shell (alpine: busybox /bin/sh; `xrun exec --image alpine`)" if shell else
+                   f"use an image that has {prog}, or skip what needs it when it is absent"))
     return None
+
+
+# the program started another that the image does not have (Go's os/exec and fork/exec wording)
+_RAN_MISSING = re.compile(r'exec: "([^"]+)": executable file not found in \$PATH|fork/exec (/[^:\s]+): no such file '
+                          r"or directory")

@@ -155,3 +155,19 @@ def test_wrappers_use_the_entry_point_skip_the_host_arch_and_work_in_a_module_wi
     r = subprocess.run([str(go_bin), "test", "./runner"], cwd=mod, env=env, text=True, capture_output=True,
                        timeout=600)
     assert r.returncode == 0 and "ok  \texample.com/gotestenv/runner" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_test_needing_what_the_image_lacks_is_named_in_the_closing_line(go_bin, tmp_path):
+    mod = _module_copy(tmp_path)
+    env = {**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
+           "GOPROXY": "off", "GOFLAGS": "-count=1", "RUN_SH": "1",
+           "PATH": f"{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
+    bad = subprocess.run([str(go_bin), "test", "-exec", _xrun(), "-run", "TestShell", "./pkg"], cwd=mod, env=env,
+                         text=True, capture_output=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0, out
+    assert 'xrun exec: image scratch has no sh: the program ran sh, which scratch lacks' in out, out
+    assert "--image alpine" in out
+    ok = subprocess.run([str(go_bin), "test", "-v", "-exec", f"{_xrun()} --image alpine", "-run", "TestShell",
+                         "./pkg"], cwd=mod, env=env, text=True, capture_output=True, timeout=600)
+    assert ok.returncode == 0 and "from-sh" in ok.stdout, ok.stdout + ok.stderr
