@@ -446,7 +446,7 @@ def _scratch_hint(err: str, cell: Cell) -> str | None:
     if "x509: certificate signed by unknown authority" in err or "x509: failed to load system roots" in err:
         return (f"image {cell.image} has no CA bundle (/etc/ssl/certs/ca-certificates.crt): use "
                 "distroless-static or alpine, or embed roots (import golang.org/x/crypto/x509roots/fallback)")
-    if "unknown time zone" in err:
+    if "unknown time zone" in err or "no such location" in err:     # Go's LoadLocation; ivy's wrapping of it
         return (f"image {cell.image} has no /usr/share/zoneinfo: build with -tags timetzdata (or import "
                 "time/tzdata), or use distroless-static or alpine")
     if "user: unknown userid" in err or "requires cgo or $USER" in err:
