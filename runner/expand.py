@@ -184,10 +184,18 @@ def _render_env() -> SandboxedEnvironment:
                                 keep_trailing_newline=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(tpl: str) -> jinja2.Template:
+    """A template compiled once per process: cells share their matrix's few templates."""
+    return _render_env().from_string(tpl)
+
+
 def render(tpl: str, ctx: Mapping[str, Any], err: Callable[[str], ConfigError]) -> str:
     """Render one template in the sandbox; any failure becomes a ConfigError at its key."""
+    if "{" not in tpl:
+        return tpl              # no template syntax: nothing to render (most args and env values)
     try:
-        return _render_env().from_string(tpl).render(**ctx)
+        return _compiled(tpl).render(**ctx)
     except jinja2.UndefinedError as e:
         raise err(f"template {tpl!r}: {e.message}; available: name, os, arch, variant, "
                   "variant_suffix, ext, target, output, package") from None

@@ -491,8 +491,20 @@ def image_names(defs: Mapping[str, ImageDef]) -> list[str]:
 
 
 def load_definitions(dir: Path | None = None) -> dict[str, ImageDef]:
-    """Parse and validate every ``<dir>/*.yaml``; raise RecipeError on the first error."""
+    """Parse and validate every ``<dir>/*.yaml``; raise RecipeError on the first error.
+
+    Parsed once per process for an unchanged directory (the matrix, the store and the report all ask)."""
     directory = dir if dir is not None else _default_definitions_dir()
+    try:
+        stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(directory.glob("*.yaml")))
+    except OSError:
+        stamp = ()
+    return dict(_load_definitions(str(directory), stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_definitions(directory_s: str, stamp: tuple[tuple[str, int, int], ...]) -> dict[str, ImageDef]:
+    directory = Path(directory_s)
     raws: dict[str, _Raw] = {}
     for path in sorted(directory.glob("*.yaml")):
         raw = _parse_file(path)
