@@ -23,7 +23,7 @@ from .engines.limits import cell_limits
 from .engines.local import LocalEngine
 from .errors import ConfigError, InfraError
 from .execview import ExecView, cell_env, view_for
-from .model import Evidence
+from .model import STDERR_TO_TERMINAL, Evidence
 from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
 from .profiles import BUILTIN_PROFILES
 
@@ -34,7 +34,7 @@ def _profile(name: str, goarch: str) -> Profile:
     from .profiles.machine import from_cpu
 
     if (r := from_cpu(goarch, name)) is not None:       # a model with toggles: what they need added
-        return Profile(name, {goarch: r.cpu}, machine={goarch: r}, source="cpu")
+        return Profile.of_machine(name, {goarch: r}, "cpu")
     return Profile(name, {goarch: name})     # a plain qemu model name
 
 
@@ -170,7 +170,6 @@ def _run(engine: LocalEngine, cell: Cell, binary: Path, root: Path, run: RunSpec
     return _report(cell, ev, run, fallback=rc, quiet=() if sig is not None else _ORDINARY)
 
 
-STDERR_TO_TERMINAL = "stderr went straight to the terminal"
 # a test binary's own failure: its output said it all (go test prints FAIL); xrun adds nothing
 _ORDINARY = ("exit-status", "ok", "crashed")
 

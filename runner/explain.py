@@ -449,8 +449,7 @@ def _predict_machine(b: _Binary, name: str) -> dict[str, Any]:
     gap = level_gap(r, b.level) or ()
     top = machine_level(r)
     if gap:
-        fix = (advice.build_for_model(name, r.cpu, "linux", a, top) + f" ({name} has no {', '.join(gap)})"
-               if top else f"{name} cannot run Go {a.goarch} binaries")
+        fix = advice.build_for_machine(name, r.cpu, "linux", a, top, gap)
         return _fail("unsupported-cpu", f"{b.level_text} needs {a.goarch} {b.level}; {r.cpu} runs up to "
                      f"{a.goarch} {top}", fix, profile=name, cpu=r.cpu)
     need = platforms.LEVEL_EXTENSIONS.get(a.goarch, {}).get(b.level or a.default_level or "", frozenset())

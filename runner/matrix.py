@@ -65,7 +65,7 @@ def _machine_profile(v: Validator, name: str, x: CommentedMap, key: str, base_di
         raise v.d.err(str(e), f"{key}.cpuinfo", kline) from None
     for goarch, r in machine.items():
         _check_model(v, goarch, r.cpu.split(",")[0], f"{key}.cpuinfo", kline)
-    return Profile(name, {a: r.cpu for a, r in machine.items()}, machine=machine, source=rel)
+    return Profile.of_machine(name, machine, rel)
 
 
 def _check_model(v: Validator, goarch: str, model: str, key: str, line: int | None) -> None:

@@ -172,6 +172,10 @@ class Fault:
         return text
 
 
+# an Evidence note: the output went straight to the caller's terminal, so xrun never saw it (`xrun exec`)
+STDERR_TO_TERMINAL = "stderr went straight to the terminal"
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Everything observed for a cell; classify() turns it into a verdict."""

@@ -120,7 +120,7 @@ class RootfsProvider:
         if deb is None:
             raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
                              f"packages for {cell.target.arch}", "use the scratch image for this target")
-        name = cell.image.partition(":")[0]      # distroless-static:nonroot runs distroless-static's files
+        name = cell.image_base
         key = (name, deb)
         with self._lock:
             hit = self._cache.get(key)

@@ -52,6 +52,11 @@ class Profile:
     machine: Mapping[str, Resolved] = field(default_factory=dict, compare=False)
     source: str | None = None           # where the machine came from ("fleet/db-vm.txt", "catalogue")
 
+    @classmethod
+    def of_machine(cls, name: str, machine: Mapping[str, Resolved], source: str, builtin: bool = False) -> Profile:
+        """The profile of a real machine: per arch, its resolved -cpu string (runner/profiles/)."""
+        return cls(name, {a: r.cpu for a, r in machine.items()}, builtin=builtin, machine=machine, source=source)
+
     def model_for(self, target: Target) -> str | None:
         """The qemu model for this target; "" means native (host); None: the profile skips it."""
         if self.name == "baseline" and self.builtin:
@@ -68,8 +73,7 @@ def builtin_profile(name: str) -> Profile:
         return Profile(name, builtin=True)
     from .profiles import CATALOGUE, resolved_catalogue
     if name in CATALOGUE:
-        res = resolved_catalogue(name)
-        return Profile(name, {a: r.cpu for a, r in res.items()}, builtin=True, machine=res, source="catalogue")
+        return Profile.of_machine(name, resolved_catalogue(name), "catalogue", builtin=True)
     return Profile(name, dict(platforms.HARDWARE_PROFILES[name].cpu), builtin=True)
 
 
@@ -143,6 +147,11 @@ class Cell:
     @property
     def id(self) -> str:
         return cell_id(self.target.spec, self.image, self.profile.name)
+
+    @property
+    def image_base(self) -> str:
+        """The image whose files the cell runs: a form (`distroless-static:nonroot`) runs its image's."""
+        return self.image.partition(":")[0]
 
     @property
     def machine(self) -> Resolved | None:

@@ -11,7 +11,7 @@ import signal as _signal
 from .. import install, platforms
 from ..artifact import ArtifactFacts
 from ..forensics.libc import GLIBC_VERSION_MISSING, MUSL_SYMBOL_MISSING
-from ..model import Evidence, Fault, Verdict
+from ..model import STDERR_TO_TERMINAL, Evidence, Fault, Verdict
 from ..plan import Cell, Expect, size_text
 from ..proc import signame
 from ..profiles.machine import level_gap as machine_level_gap
@@ -207,13 +207,8 @@ def _level_fix(cell: Cell, built: str | None) -> str:
     a = cell.target.facts
     prof = cell.profile.name
     if (mach := cell.machine) is not None and a.levels:
-        gap = machine_level_gap(mach, built) or ()
-        top = machine_level(mach)
-        why = f" ({prof} has no {', '.join(gap)})" if gap else ""
-        if top is None:
-            return f"{prof} runs no Go {a.goarch} level{why}; drop the {prof} profile for {a.goarch}"
-        return (advice.build_for_model(prof, cell.cpu, cell.target.os, a, top)
-                + (f" instead of {built}" if built and built != top else "") + why)
+        return advice.build_for_machine(prof, cell.cpu, cell.target.os, a, machine_level(mach),
+                                        machine_level_gap(mach, built) or (), built)
     model = a.model(cell.cpu)
     if model and model.level and model.level in a.levels:
         fix = advice.build_for_model(prof, cell.cpu, cell.target.os, a, model.level)
@@ -357,7 +352,7 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
         return _cpu_verdict(cell, ev, f"the Go runtime refused to start: '{msg.strip()}'.")
     if ev.signal == _signal.SIGILL:
         qmsg = (f"'{_first(err, 'uncaught target signal')}'" if "uncaught target signal" in err
-                else "see its message above" if "stderr went straight to the terminal" in ev.notes
+                else "see its message above" if STDERR_TO_TERMINAL in ev.notes
                 else "no message")
         return _cpu_verdict(cell, ev, f"killed by SIGILL (illegal instruction) under -cpu {cell.cpu or 'native'} "
                                       f"(emulator said: {qmsg}).")

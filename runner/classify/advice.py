@@ -4,6 +4,8 @@ must advise the same change (they were two copies, worded differently).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .. import platforms
 
 
@@ -16,6 +18,16 @@ def build_for_model(profile: str, model: str, os_: str, a: platforms.Arch, level
     """The unsupported-cpu fix when the model runs some level: build for that level."""
     return (f"build for what {profile} ({model}) can run: target {os_}/{a.goarch}/{level} "
             f"({level_setting(a, level)})")
+
+
+def build_for_machine(profile: str, cpu: str, os_: str, a: platforms.Arch, top: str | None,
+                      gap: Sequence[str], built: str | None = None) -> str:
+    """The unsupported-cpu fix for a real machine (a machine profile): the level it runs, and what it lacks."""
+    why = f" ({profile} has no {', '.join(gap)})" if gap else ""
+    if top is None:
+        return f"{profile} runs no Go {a.goarch} level{why}; drop the {profile} profile for {a.goarch}"
+    return (build_for_model(profile, cpu, os_, a, top) + (f" instead of {built}" if built and built != top else "")
+            + why)
 
 
 def no_level_for_model(profile: str, model: str, a: platforms.Arch) -> str:

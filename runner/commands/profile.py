@@ -71,7 +71,7 @@ def show(name: str, matrix: Path | None) -> str:
         title = f"{name}: {describe_builtin(name) or 'builtin'}"
     if prof is None and Path(name).is_file():
         res = resolve_machine(read_cpuinfo(Path(name), name))
-        prof = Profile(Path(name).stem, {a: r.cpu for a, r in res.items()}, machine=res, source=name)
+        prof = Profile.of_machine(Path(name).stem, res, name)
         title = f"{name} ({read_cpuinfo(Path(name), name).name})"
     if prof is None:
         where = f" in {matrix}" if matrix else ""

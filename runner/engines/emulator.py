@@ -42,57 +42,50 @@ def _dpkg_md5s() -> dict[str, tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _verified(path: str, ino: int, size: int, mtime_ns: int, mode: int, uid: int) -> str | None:
+def _verified(path: str, ino: int, size: int, mtime_ns: int, ctime_ns: int, mode: int, uid: int) -> str | None:
     """Why this exact file must not run (None: it may)."""
     if uid not in (0, os.getuid()):
         return f"it is owned by uid {uid}, neither root nor the user running xrun"
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"it is writable by {'others' if mode & stat.S_IWOTH else 'its group'} (mode {stat.S_IMODE(mode):o})"
     recorded = _dpkg_md5s().get(path)
-    if recorded is not None and not _known_good(path, ino, size, mtime_ns, recorded[0]):
-        with open(path, "rb") as f:
-            h = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False))
-        if h.hexdigest() != recorded[0]:
-            return (f"its content differs from what dpkg installed for {recorded[1]} (md5 {h.hexdigest()}, "
-                    f"dpkg recorded {recorded[0]}): it was modified after installation")
-        _remember_good(path, ino, size, mtime_ns, recorded[0])
+    if recorded is None:
+        return None
+    # ctime too: no write (nor a utime that restores the mtime) leaves it unchanged
+    key = f"{path}|{ino}|{size}|{mtime_ns}|{ctime_ns}|{recorded[0]}"
+    good = _known_good()
+    if key in good:
+        return None
+    with open(path, "rb") as f:
+        h = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False))
+    if h.hexdigest() != recorded[0]:
+        return (f"its content differs from what dpkg installed for {recorded[1]} (md5 {h.hexdigest()}, "
+                f"dpkg recorded {recorded[0]}): it was modified after installation")
+    _remember_good(good, key, path)
     return None
 
 
 _GOOD = "verified-executables.json"
 
 
-def _good_key(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> str:
-    # ctime too: no write (nor utime to restore the mtime) leaves it unchanged
-    ctime = os.stat(path).st_ctime_ns
-    return f"{path}|{ino}|{size}|{mtime_ns}|{ctime}|{md5}"
-
-
-def _known_good(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> bool:
-    """Whether an earlier xrun already hashed this very file (`xrun exec` runs once per test binary:
-    hashing qemu each time cost tens of milliseconds)."""
+def _known_good() -> list[str]:
+    """The files an earlier xrun already hashed (`xrun exec` runs once per test binary: hashing qemu each
+    time cost tens of milliseconds), as `path|inode|size|mtime|ctime|md5` keys."""
     import json
 
     try:
         good = json.loads((paths.cache_dir() / _GOOD).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(good, list) and _good_key(path, ino, size, mtime_ns, md5) in good
+        return []
+    return [k for k in good if isinstance(k, str)] if isinstance(good, list) else []
 
 
-def _remember_good(path: str, ino: int, size: int, mtime_ns: int, md5: str) -> None:
+def _remember_good(good: list[str], key: str, path: str) -> None:
     import json
 
-    f = paths.cache_dir() / _GOOD
+    keep = [k for k in good if not k.startswith(f"{path}|")][-63:]
     try:
-        good = json.loads(f.read_text())
-    except (OSError, ValueError):
-        good = []
-    key = _good_key(path, ino, size, mtime_ns, md5)
-    if not isinstance(good, list) or key in good:
-        return
-    keep = [k for k in good if isinstance(k, str) and not k.startswith(f"{path}|")][-63:]
-    try:
+        f = paths.cache_dir() / _GOOD
         f.parent.mkdir(parents=True, exist_ok=True)
         paths.write_text_atomic(f, json.dumps([*keep, key]))
     except OSError:
@@ -106,7 +99,7 @@ def verify(path: str) -> str:
         st = os.stat(real)
     except OSError as e:
         raise InfraError(f"{path} cannot be read: {e}", QEMU_FIX) from None
-    why = _verified(real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid)
+    why = _verified(real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
     if why is not None:
         pkg = _dpkg_md5s().get(real, ("", "qemu-user-static"))[1]
         raise InfraError(f"xrun will not run {real}: {why}", REINSTALL_FIX.format(pkg=pkg))

@@ -474,15 +474,9 @@ def form_config(image: str, dir: Path | None = None) -> dict[str, str] | None:
     base, sep, form = image.partition(":")
     if not sep:
         return None
-    spec = _forms(str(dir) if dir is not None else None).get((base, form))
+    defn = load_definitions(dir).get(base)       # parsed once per process (cells ask per launch)
+    spec = defn.forms.get(form) if defn is not None else None
     return spec.config() if spec is not None else None
-
-
-@functools.lru_cache(maxsize=4)
-def _forms(dir: str | None) -> dict[tuple[str, str], FormSpec]:
-    """Every (image, form) of a definitions directory (read once per process: cells ask per launch)."""
-    defs = load_definitions(Path(dir) if dir is not None else None)
-    return {(n, f): spec for n, d in defs.items() for f, spec in d.forms.items()}
 
 
 def image_names(defs: Mapping[str, ImageDef]) -> list[str]:

@@ -201,7 +201,8 @@ class DockerEngine:
     def image_for(self, cell: Cell, rootfs: Path, retries: Retries | None = None) -> str:
         """The tag of the imported image for this cell's image and platform, importing it once."""
         arch, variant = oci_platform(cell)
-        key = (str(rootfs), arch, variant, cell.image.partition(":")[0])
+        name = cell.image_base      # a form (distroless-static:nonroot) shares its image
+        key = (str(rootfs), arch, variant, name)
         with self._lock:
             tag = self._images.get(key)
             if tag is not None:
@@ -213,7 +214,6 @@ class DockerEngine:
                 self._images[key] = own
             return own
         tree = scan(rootfs)
-        name = cell.image.partition(":")[0]     # a form (distroless-static:nonroot) shares its image
         h = hashlib.sha256(f"{LAYOUT}\0{name}\0{arch}\0{variant}\0{tree.digest}".encode())
         digest = h.hexdigest()
         repo = "xarch/" + re.sub(r"[^a-z0-9._-]", "-", name.lower())
