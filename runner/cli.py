@@ -7,6 +7,8 @@ which registers its subcommand, and `run(ns) -> int`, which the subcommand names
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         proc.stop()
         err.print("[bold red]xrun:[/] interrupted")
         return Interrupted.exit_code
+    except BrokenPipeError:
+        # `xrun ... | head`: the reader left. Say nothing (no traceback) and exit as a shell would; stdout
+        # goes to /dev/null so the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

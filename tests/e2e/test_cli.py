@@ -185,3 +185,12 @@ def test_from_goreleaser_runs_the_release_artifacts_without_building(tmp_path, g
     assert ids["linux/arm/v6:scratch:baseline"] == "ok" and ids["windows/amd64:none:none"] == "ok"  # wine
     assert ids["darwin/arm64:none:none"] == "not-runnable"
     assert sum(v == "ok" for v in ids.values()) >= 8
+
+
+def test_output_piped_into_head_ends_quietly_not_with_a_traceback():
+    """`xrun profile show ... | true`: the reader is gone before xrun writes; xrun exits 141 like a shell
+    would, with no traceback."""
+    p = subprocess.run(f"{sys.executable} -m xarch profile show xeon-skylake-sp | true; echo \"rc=${{PIPESTATUS[0]}}\"",
+                       shell=True, executable="/bin/bash", cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert "Traceback" not in p.stderr and "BrokenPipeError" not in p.stderr, p.stderr
+    assert p.stdout.strip() == "rc=141", (p.stdout, p.stderr)
