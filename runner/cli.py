@@ -17,7 +17,6 @@ from . import __version__, proc
 from .commands import doctor, explain, images, profile, report_merge, run, workflow
 from .commands import exec as exec_
 from .errors import ConfigError, Interrupted, XarchError
-from .output.text import plain, safe
 
 # in `xrun --help` order; `run` is the default when the first word is not one of these
 COMMANDS = (run, images, doctor, explain, exec_, profile, report_merge, workflow)
@@ -78,21 +77,26 @@ def dispatch(argv: Sequence[str]) -> int:
     return int(ns.run(ns))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from rich.console import Console
+def _err_console() -> Any:
+    from rich.console import Console  # not before it is needed: `xrun exec` starts a test per call
 
-    err = Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(sys.argv[1:] if argv is None else argv)
     except XarchError as e:
+        from .output.text import plain, safe
+
         if isinstance(e, UsageError) and e.plain:
             print(f"xrun: {plain(e)}", file=sys.stderr)
         else:
-            err.print(f"[bold red]xrun:[/] {safe(e)}", markup=True, highlight=False, soft_wrap=True)
+            _err_console().print(f"[bold red]xrun:[/] {safe(e)}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         proc.stop()
-        err.print("[bold red]xrun:[/] interrupted")
+        _err_console().print("[bold red]xrun:[/] interrupted")
         return Interrupted.exit_code
     except BrokenPipeError:
         # `xrun ... | head`: the reader left. Say nothing (no traceback) and exit as a shell would; stdout

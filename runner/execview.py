@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["COPY_LIMIT", "ExecView", "cell_env", "denied", "view_for"]
@@ -67,13 +66,13 @@ def cell_env(environ: Mapping[str, str], explicit: Sequence[str], no_env: bool) 
     return env
 
 
-@dataclass
 class ExecView:
     """The binds (host path, path in the cell, writable) of one `xrun exec`, and its scratch dir."""
 
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)
-    scratch: Path | None = None
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, scratch: Path | None = None) -> None:
+        self.binds: list[tuple[str, str, bool]] = []
+        self.scratch = scratch
+        self.notes: list[str] = []
 
     def close(self) -> None:
         if self.scratch is not None:

@@ -12,23 +12,28 @@ import shlex
 import shutil
 import stat
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import paths, platforms, proc
-from .artifact import inspect
-from .engines.launch import split_status
-from .engines.limits import cell_limits
-from .engines.local import LocalEngine
+from . import paths
+from .engines import execplan
 from .errors import ConfigError, InfraError
-from .execview import ExecView, cell_env, view_for
-from .model import STDERR_TO_TERMINAL, Evidence
-from .plan import Cell, Expect, Profile, RunSpec, Target, builtin_profile
-from .profiles import BUILTIN_PROFILES
+from .execview import cell_env, view_for
+
+if TYPE_CHECKING:
+    from .engines.local import LocalEngine
+    from .model import Evidence
+    from .plan import Cell, Profile, RunSpec
+
+# A passing run needs only the cached launch (engines/execplan.py): what decides a cell (the binary's
+# facts, the profile, the image, the engine) is imported when there is no plan yet, or after a failure.
 
 
 def _profile(name: str, goarch: str) -> Profile:
+    from .plan import Profile, builtin_profile
+    from .profiles import BUILTIN_PROFILES
+
     if name in BUILTIN_PROFILES:
         return builtin_profile(name)
     from .profiles.machine import from_cpu
@@ -66,6 +71,8 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path
     and notes. Go runs a binary of the host's own arch itself and never looks for that wrapper: none is
     written (a CPU profile for it needs `-exec`)."""
     directory.mkdir(parents=True, exist_ok=True)
+    from . import platforms
+
     xrun = entry_point()
     out, notes = [], []
     host = platforms.host_goarch()
@@ -92,13 +99,45 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
                 timeout: float | None, env_items: Sequence[str] = (), no_env: bool = False) -> int:
     """Run the binary; return its exit status (128+N when killed by signal N, like a shell).
 
-    What it sees of the host and which variables it gets: runner/execview.py."""
+    What it sees of the host and which variables it gets: runner/execview.py. How it starts: the
+    cached launch of its image, profile and kind of binary (engines/execplan.py), made here first."""
+    binary = Path(binary_arg).resolve()
+    cache = paths.cache_dir()
+    kind = execplan.header_kind(str(binary))
+    where = execplan.plan_key(cache, image, profile, kind) if kind is not None else None
+    plan = execplan.load(where) if where is not None else None
+    if plan is None:
+        made = _make_plan(binary_arg, binary, image, profile, args, cache)
+        if isinstance(made, int):
+            return made
+        plan, stamped = made
+        if where is not None:
+            execplan.save(where, plan, stamped)
+    env = cell_env(os.environ, env_items, no_env)
+    cwd = Path.cwd()
+    view = view_for(cwd, args, env, paths.run_tmpdir("exec"))
+    try:
+        def on_exit(rc: int, err: bytearray | None, out: bytearray | None, outcome: Callable[[], object]) -> int:
+            return _explain_exit(binary, args, image, profile, env, cwd, view.binds, timeout, rc, err, out, outcome)
+
+        return execplan.launch(plan, str(binary), args, str(cwd), view.binds, env, timeout, on_exit)
+    finally:
+        view.close()
+
+
+def _cell(binary_arg: str, binary: Path, image: str, profile: str, args: Sequence[str],
+          env: dict[str, str], timeout: float | None) -> tuple[Cell, RunSpec]:
+    """The cell a binary runs in (its arch from the header, its level from its Go build info); exit 2
+    for what is not a runnable binary, an unknown image or a profile without a CPU for its arch."""
+    from . import platforms
+    from .artifact import inspect
+    from .plan import Cell, Expect, RunSpec, Target
+
     if not _image_known(image):
         from .matrix import known_images
 
         raise ConfigError(f"unknown image '{image}'; known: {', '.join(known_images())}",
                           file="command line", key="--image")
-    binary = Path(binary_arg).resolve()
     facts = inspect(binary)
     if facts.format == "missing":
         raise ConfigError("no such file", file=binary_arg)
@@ -113,59 +152,62 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
     if model is None:
         raise ConfigError(f"profile '{profile}' names no CPU for {a.goarch}", file="command line",
                           key="--profile")
-    cell = Cell(target, image, prof, model, tuple(args), {})
-    env = cell_env(os.environ, env_items, no_env)
-    run = RunSpec(tuple(args), env, None, timeout or 0, Expect())
-    cwd = Path.cwd()
-    with LocalEngine() as engine:
-        if image == "scratch":
-            root = engine.empty_root
-        else:
-            from .pipeline import RootfsProvider
-
-            root = RootfsProvider(engine.empty_root).get(cell)
-        view = view_for(cwd, args, env, paths.run_tmpdir("exec"))
-        try:
-            return _run(engine, cell, binary, root, run, cwd, view, timeout)
-        finally:
-            view.close()
+    return Cell(target, image, prof, model, tuple(args), {}), RunSpec(tuple(args), env, None, timeout or 0, Expect())
 
 
-def _run(engine: LocalEngine, cell: Cell, binary: Path, root: Path, run: RunSpec, cwd: Path, view: ExecView,
-         timeout: float | None) -> int:
-    prep = engine.prepare(cell, binary, root, run, workdir=cwd, binds=view.binds)
-    if isinstance(prep, Evidence):
-        return _report(cell, prep, run, fallback=127 if prep.loader_missing or not prep.ran else 1)
-    # stdio is inherited: the test binary's output streams through as it happens. stderr, unless it is
-    # a terminal, also goes through a pipe whose tail says why a run failed (Go's CPU check, qemu)
-    tail = None if sys.stderr.isatty() else bytearray()
-    out_tail = None if sys.stdout.isatty() else bytearray()
-    try:
-        with cell_limits(run.limits) as lim:
-            try:
-                rc, timed_out = proc.run_attached(prep.argv, timeout=timeout, preexec_fn=lim.preexec,
-                                                  pass_fds=prep.fds, stderr_tail=tail, stdout_tail=out_tail)
-            except KeyboardInterrupt:
-                return 130
-            if timed_out:
-                sys.stderr.write(f"xrun exec: timeout after {timeout:g}s in {cell.id}; killed\n")
-                return 124
-            outcome = lim.outcome()
-    finally:
-        prep.close()
-    code, sig = split_status(rc, None)
-    if rc == 0:
-        return 0
-    err = tail.decode(errors="replace") if tail is not None else ""
-    said = out_tail.decode(errors="replace") if out_tail is not None else ""
-    ev = prep.evidence(ran=True, exit_code=code, signal=sig, emulator=prep.emulator, path=prep.how,
-                       limits=outcome, hardening=prep.hardening, children=prep.children, stderr=err, stdout=said)
+def _root(engine: LocalEngine, cell: Cell) -> Path:
+    if cell.image == "scratch":
+        return engine.empty_root
+    from .pipeline import RootfsProvider
+
+    return RootfsProvider(engine.empty_root).get(cell)
+
+
+def _make_plan(binary_arg: str, binary: Path, image: str, profile: str, args: Sequence[str],
+               cache: Path) -> tuple[dict[str, object], list[str]] | int:
+    """The launch to cache, through the local engine; or the exit status when a static check already
+    decides the cell (a PT_INTERP the image lacks)."""
+    from .engines.local import LocalEngine
+    from .model import Evidence
+
+    cell, run = _cell(binary_arg, binary, image, profile, args, {}, None)
+    with LocalEngine(state=execplan.state_dir(cache)) as engine:
+        made = engine.exec_plan(cell, binary, _root(engine, cell), run)
+    if isinstance(made, Evidence):
+        return _report(cell, made, run, fallback=127 if made.loader_missing or not made.ran else 1)
+    return made
+
+
+def _explain_exit(binary: Path, args: Sequence[str], image: str, profile: str, env: dict[str, str], cwd: Path,
+                  binds: Sequence[tuple[str, str, bool]], timeout: float | None, rc: int,
+                  err_tail: bytearray | None, out_tail: bytearray | None, outcome: Callable[[], object]) -> int:
+    """After a run that did not exit 0: the matrix's classification of it, in one line when it says
+    more than the binary did (a CPU refusal, a fault, what the image lacks); the status to return."""
+    from dataclasses import replace
+
     from . import forensics  # only now: a passing run never loads the evidence readers
+    from .engines.launch import split_status
+    from .engines.local import LocalEngine
+    from .model import STDERR_TO_TERMINAL, Evidence
 
-    if sig is not None and forensics.wants_core(ev):
-        ev = replace(ev, **engine.guest_core(cell, binary, root, run, workdir=cwd, signal=sig, binds=view.binds))
+    limits_outcome = outcome()
+    cell, run = _cell(str(binary), binary, image, profile, args, env, timeout)
+    code, sig = split_status(rc, None)
+    with LocalEngine() as engine:
+        root = _root(engine, cell)
+        prep = engine.prepare(cell, binary, root, run, workdir=cwd, binds=binds)
+        if isinstance(prep, Evidence):     # the image changed under the cached launch
+            return _report(cell, prep, run, fallback=rc)
+        prep.close()
+        err = err_tail.decode(errors="replace") if err_tail is not None else ""
+        said = out_tail.decode(errors="replace") if out_tail is not None else ""
+        ev = prep.evidence(ran=True, exit_code=code, signal=sig, emulator=prep.emulator, path=prep.how,
+                           limits=limits_outcome, hardening=prep.hardening, children=prep.children, stderr=err,
+                           stdout=said)
+        if sig is not None and forensics.wants_core(ev):
+            ev = replace(ev, **engine.guest_core(cell, binary, root, run, workdir=cwd, signal=sig, binds=binds))
     ev = forensics.enrich(cell, ev, binary)
-    if tail is None:
+    if err_tail is None:
         ev = replace(ev, notes=(*ev.notes, STDERR_TO_TERMINAL))
     return _report(cell, ev, run, fallback=rc, quiet=() if sig is not None else _ORDINARY)
 
@@ -176,6 +218,7 @@ _ORDINARY = ("exit-status", "ok", "crashed")
 
 def _report(cell: Cell, ev: Evidence, run: RunSpec, fallback: int, quiet: Sequence[str] = ()) -> int:
     """Say in one line why the binary did not run normally (a shell would only say 'Illegal instruction')."""
+    from . import proc
     from .classify import classify
     from .output.text import plain
 

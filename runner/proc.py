@@ -12,8 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO
+from typing import IO, NamedTuple
 
 from .errors import InfraError
 
@@ -36,8 +35,7 @@ def signame(sig: int) -> str:
         return f"signal {sig}"
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):     # not a dataclass: `xrun exec` starts without importing dataclasses
     """What a finished process left: exit status or signal, bounded output tails, wall time."""
 
     argv: tuple[str, ...]

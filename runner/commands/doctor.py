@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 
 from ..output.text import safe
 from . import Subparsers
@@ -29,6 +28,8 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(ns: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from rich.console import Console
     from rich.table import Table
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..model import Evidence
-from ..plan import Cell, RunSpec
+if TYPE_CHECKING:       # engines/execplan.py is imported by `xrun exec` without the model
+    from ..model import Evidence
+    from ..plan import Cell, RunSpec
 
 __all__ = ["Engine", "Evidence", "make_engine"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Evidence":
+        from ..model import Evidence
+
+        return Evidence
+    raise AttributeError(name)
 
 
 class Engine(Protocol):

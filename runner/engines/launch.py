@@ -24,6 +24,7 @@ from ..model import Evidence
 from ..plan import Cell, RunSpec
 from . import emulator, sandbox
 from .emulator import QEMU_FIX, qemu_binary
+from .execplan import launch_env
 from .imageconfig import ImageSettings, settings_of
 
 QEMU_IN_ROOT = "/.xarch/qemu"
@@ -38,7 +39,7 @@ def write_etc(tmp: Path) -> None:
     """<tmp>/etc/{hosts,resolv.conf,hostname} (bound over the image's) and the empty root <tmp>/empty,
     so name resolution and the hostname behave the same in every engine."""
     sandbox.write_etc(tmp / "etc")
-    (tmp / "empty").mkdir()
+    (tmp / "empty").mkdir(exist_ok=True)
 
 
 _probe_lock = threading.Lock()
@@ -118,16 +119,10 @@ def plan_launch(cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evide
         qemu = None if native else qemu_binary(cell.target.arch)
     except InfraError as e:
         return mk(ran=False, infra=e.what, infra_fix=e.fix)
-    env = dict(image.env)           # the image's Env, then the matrix's over it
-    env.update(run.env)
-    env.update(cell.env)
-    notes: list[str] = list(image.notes)
-    if not native:
-        for k, val in cell.target.facts.run_env.items():
-            env[k] = f"{env[k]},{val}" if env.get(k) else val
-            notes.append(f"{k}={val} set: {cell.target.facts.run_env_why}")
-    env.setdefault("PATH", DEFAULT_PATH)
-    env.setdefault("HOME", "/")
+    facts_ = cell.target.facts      # the image's Env, then the matrix's over it
+    env, env_notes = launch_env(dict(image.env), run.env, cell.env, {} if native else facts_.run_env,
+                                facts_.run_env_why, DEFAULT_PATH)
+    notes = [*image.notes, *env_notes]
     cpu = cell.target.facts.cpu_arg(cell.cpu)
     app = app_path(rootfs)
     command = ([QEMU_IN_ROOT, "-cpu", cpu, app] if qemu else [app]) + list(cell.args)

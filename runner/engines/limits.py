@@ -23,17 +23,27 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ..model import LimitOutcome
-from ..plan import Limits
+if TYPE_CHECKING:       # `xrun exec` starts cells without loading the model (engines/execplan.py)
+    from ..model import LimitOutcome
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class _Controller:
+class LimitNumbers(Protocol):
+    """What a cell's limits are made from: plan.Limits, or a cached launch's numbers (execplan.py)."""
+
+    @property
+    def memory(self) -> int: ...
+    @property
+    def pids(self) -> int: ...
+    @property
+    def output(self) -> int: ...
+
+
+class _Controller(NamedTuple):
     """Where one controller's cgroups for this process go, and in which cgroup version."""
 
     version: int
@@ -215,7 +225,7 @@ def _count_user_processes(uid: int) -> int:
 class CellLimits:
     """The limits of one cell: `preexec` joins them in the child; `outcome()` reads what struck."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: LimitNumbers) -> None:
         self.limits = limits
         self._dirs: dict[str, tuple[_Controller, Path]] = {}
         self._fds: list[int] = []
@@ -265,7 +275,10 @@ class CellLimits:
         return rlimit if why_not is None else f"not enforced: {why_not}"
 
     def outcome(self) -> LimitOutcome:
-        lim = self.limits
+        from ..model import LimitOutcome
+        from ..plan import Limits
+
+        lim = Limits(memory=self.limits.memory, pids=self.limits.pids, output=self.limits.output)
         oom = pids_hit = False
         peak = None
         if "memory" in self._dirs:
@@ -315,7 +328,7 @@ def _int(text: str) -> int | None:
 
 
 @contextlib.contextmanager
-def cell_limits(limits: Limits) -> Iterator[CellLimits]:
+def cell_limits(limits: LimitNumbers) -> Iterator[CellLimits]:
     """The limits of one cell, removed (and anything left in them killed) afterwards."""
     cl = CellLimits(limits)
     try:

@@ -25,11 +25,14 @@ from .. import paths, proc
 from ..errors import InfraError
 from ..model import Evidence
 from ..plan import Cell, Limits, RunSpec
-from . import children, cores, limits, sandbox
+from . import children, cores, execplan, limits, sandbox
 from .emulator import qemu_binary
+from .execplan import cell_tail
 from .launch import (
+    DEFAULT_PATH,
     INJECTED_ETC,
     QEMU_IN_ROOT,
+    Launch,
     Prepared,
     plan_launch,
     split_status,
@@ -46,24 +49,27 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, state: Path | None = None) -> None:
+        """`state`: a lasting directory for the files cells name (the injected /etc, the binfmt_misc mount
+        point) instead of a temporary one, so a command line can outlive the engine (execplan.py)."""
         self._tmp: Path | None = None
+        self._state = state
         self._children: dict[tuple[str, str], children.Children] = {}
 
     def __enter__(self) -> LocalEngine:
         proc.disable_core_dumps()
         paths.remove_stale_tmpdirs()
-        self._tmp = paths.run_tmpdir("local")
+        self._tmp = self._state or paths.run_tmpdir("local")
         write_etc(self._tmp)
-        (self._tmp / "binfmt").mkdir()
+        (self._tmp / "binfmt").mkdir(exist_ok=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         proc.kill_all()
         limits.close()
-        if self._tmp is not None:
+        if self._tmp is not None and self._state is None:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._tmp = None
 
     @property
     def empty_root(self) -> Path:
@@ -128,39 +134,73 @@ class LocalEngine:
         say what of the host it sees (execwrap.py: the module, a scratch copy of the package, the
         directories go test writes to); without them the workdir alone is bound read-only.
         """
+        parts = self._parts(cell, artifact, rootfs, run)
+        if isinstance(parts, Evidence):
+            return parts
+        head, seccomp, seccomp_why, launch, kids = parts
+        cwd = launch.image.workdir      # the image's WorkingDir ("/" for xarch's own images)
+        bound: list[tuple[str, str, bool]] = []
+        if workdir is not None:
+            bound = list(binds if binds is not None else ((str(workdir), str(workdir), False),))
+            cwd = str(workdir)
+        command = list(launch.command)
+        if core_dir is not None:        # the second run of a faulted cell: see engines/cores.py
+            bound.append((str(core_dir), cores.CORE_DIR, True))
+            cwd = cores.CORE_DIR
+            if launch.emulator is not None and not cores.has_cores(cell.target.arch):
+                command[1:1] = cores.log_args()
+        argv = [*head, *cell_tail(str(artifact.resolve()), launch.app, run.limits.memory if workdir else None,
+                                  bound, cwd, {**dict(kids.env), **launch.env}, command)]
+        if seccomp is not None:
+            argv[argv.index(execplan.SECCOMP)] = str(seccomp)
+        hardening = sandbox.HARDENING + ((seccomp_why,) if seccomp_why else ())
+        return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
+                        (seccomp,) if seccomp is not None else (), hardening, kids.how)
+
+    def _parts(self, cell: Cell, artifact: Path, rootfs: Path,
+               run: RunSpec) -> Evidence | tuple[list[str], int | None, str | None, Launch, children.Children]:
+        """A cell's launch and the head of its command line: bwrap's namespaces, the image's root, /proc,
+        /dev and the emulator (with execplan.SECCOMP where the seccomp filter's fd number goes)."""
         launch = plan_launch(cell, artifact, rootfs, run)
         if isinstance(launch, Evidence):
             return launch
-        seccomp, no_seccomp = sandbox.seccomp_fd()
+        seccomp, seccomp_why = sandbox.seccomp_fd()
         try:
-            argv = sandbox.base_args(uid=launch.image.uid, gid=launch.image.gid, seccomp=seccomp)
-            kids = self._children_of(cell, argv[0])
+            base = sandbox.base_args(uid=launch.image.uid, gid=launch.image.gid,
+                                     seccomp=None if seccomp is None else execplan.SECCOMP)
+            kids = self._children_of(cell, base[0])
         except InfraError as e:
             if seccomp is not None:
                 os.close(seccomp)
             return launch.evidence(ran=False, infra=e.what, infra_fix=e.fix)
-        argv = [*kids.prefix, kids.bwrap or argv[0], *argv[1:], *self._root_args(rootfs, run.limits)]
-        argv += [*sandbox.proc_dev_args(), "--ro-bind", str(artifact.resolve()), launch.app]
+        head = [*kids.prefix, kids.bwrap or base[0], *base[1:], *self._root_args(rootfs, run.limits),
+                *sandbox.proc_dev_args()]
         if launch.emulator is not None:
-            argv += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
-        cwd = launch.image.workdir      # the image's WorkingDir ("/" for xarch's own images)
-        if workdir is not None:
-            argv += sandbox.tmpfs_args("/tmp", run.limits.memory)
-            for src, dst, rw in (binds if binds is not None else ((str(workdir), str(workdir), False),)):
-                argv += ["--bind" if rw else "--ro-bind", src, dst]
-            cwd = str(workdir)
-        command = list(launch.command)
-        if core_dir is not None:        # the second run of a faulted cell: see engines/cores.py
-            argv += ["--bind", str(core_dir), cores.CORE_DIR]
-            cwd = cores.CORE_DIR
-            if launch.emulator is not None and not cores.has_cores(cell.target.arch):
-                command[1:1] = cores.log_args()
-        # the root itself is a tmpfs bwrap made: read-only, as docker's --read-only root (only /tmp writes)
-        argv += ["--remount-ro", "/", "--chdir", cwd, *sandbox.env_args({**dict(kids.env), **launch.env}), "--",
-                 *command]
-        hardening = sandbox.HARDENING + ((no_seccomp,) if no_seccomp else ())
-        return Prepared(argv, launch.evidence, launch.emulator, launch.notes, f"bwrap + {launch.emu}",
-                        (seccomp,) if seccomp is not None else (), hardening, kids.how)
+            head += ["--ro-bind", kids.qemu or launch.emulator, QEMU_IN_ROOT]
+        return head, seccomp, seccomp_why, launch, kids
+
+    def exec_plan(self, cell: Cell, artifact: Path, rootfs: Path, run: RunSpec) -> Evidence | tuple[dict[str, Any], list[str]]:
+        """What execplan.py caches for `xrun exec` (the engine must have a lasting `state`), and the host
+        files it names; or the Evidence when a static check decides the cell."""
+        parts = self._parts(cell, artifact, rootfs, run)
+        if isinstance(parts, Evidence):
+            return parts
+        head, seccomp, _why, launch, kids = parts
+        if seccomp is not None:
+            os.close(seccomp)
+        prog = sandbox.seccomp_program()
+        facts = cell.target.facts
+        emulated = launch.emulator is not None
+        plan = {"format": execplan.FORMAT, "cell": cell.id, "head": head,
+                "seccomp": prog.hex() if isinstance(prog, bytes) else None,
+                "image_env": dict(launch.image.env), "kids_env": dict(kids.env),
+                "arch_env": dict(facts.run_env) if emulated else {}, "arch_env_why": facts.run_env_why or "",
+                "default_path": DEFAULT_PATH, "app": launch.app, "tmp_size": run.limits.memory,
+                "command": list(launch.command[:len(launch.command) - len(cell.args)]),
+                "limits": [run.limits.memory, run.limits.pids, run.limits.output]}
+        stamped = [str(rootfs), *(p for p in (launch.emulator, kids.qemu, kids.bwrap) if p),
+                   proc.which("bwrap", BWRAP_FIX)]
+        return plan, stamped
 
     def _children_of(self, cell: Cell, bwrap: str) -> children.Children:
         """How the cell's children run (engines/children.py), planned once per arch and model."""

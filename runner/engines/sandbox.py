@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import install, platforms, proc
+from .execplan import env_args as env_args  # the pure pieces of a command line live there
+from .execplan import tmpfs_args as tmpfs_args
 
 BWRAP_FIX = f"install bubblewrap: `{install.BWRAP}`"
 SECCOMP_FIX = f"install libseccomp: `{install.LIBSECCOMP}` (xarch loads it through pyseccomp)"
@@ -123,12 +125,15 @@ def write_etc(etc: Path) -> dict[str, str]:
              "resolv.conf": "# xarch cells have no network\n", "hostname": HOSTNAME + "\n"}
     etc.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        if not (etc / name).is_file():
-            (etc / name).write_text(text)
+        if not (etc / name).is_file():      # a lasting dir (execplan.py) is shared: never half-written
+            tmp = etc / f".{name}.{os.getpid()}"
+            tmp.write_text(text)
+            os.replace(tmp, etc / name)
     return {name: str(etc / name) for name in files}
 
 
-def base_args(*, uid: int = 0, gid: int = 0, seccomp: int | None = None, hostname: str = HOSTNAME) -> list[str]:
+def base_args(*, uid: int = 0, gid: int = 0, seccomp: int | str | None = None,
+              hostname: str = HOSTNAME) -> list[str]:
     """The namespace and privilege part of every cell's bwrap command line (before its mounts)."""
     bwrap = proc.which("bwrap", BWRAP_FIX)
     argv = [bwrap, "--unshare-user", "--uid", str(uid), "--gid", str(gid), "--disable-userns",
@@ -142,19 +147,6 @@ def base_args(*, uid: int = 0, gid: int = 0, seccomp: int | None = None, hostnam
 def proc_dev_args() -> list[str]:
     """/proc (read-only, see above) and a minimal /dev."""
     return ["--proc", "/proc", "--remount-ro", "/proc", "--dev", "/dev"]
-
-
-def tmpfs_args(path: str, max_bytes: int, mode: str = "1777") -> list[str]:
-    """A private writable tmpfs, bounded (its pages also count towards the cell's memory cgroup)."""
-    return ["--perms", mode, "--size", str(max_bytes), "--tmpfs", path]
-
-
-def env_args(env: Mapping[str, str]) -> list[str]:
-    """Only these variables: never the host's."""
-    out = ["--clearenv"]
-    for k, v in env.items():
-        out += ["--setenv", k, v]
-    return out
 
 
 _HOST_SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")

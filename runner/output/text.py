@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0 and C1 controls but newline and tab, DEL, and the Unicode line separators and bidi controls
 # (which reorder what a reader sees: "Trojan Source")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -30,6 +28,8 @@ def plain(text: object) -> str:
 
 def safe(text: object) -> str:
     """`plain`, with rich markup escaped: for interpolating data into a console.print() string."""
+    from rich.markup import escape  # rich loads with the console that prints this, not before
+
     return escape(plain(text))
 
 

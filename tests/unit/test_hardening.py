@@ -11,8 +11,8 @@ from test_classify import cell, ev, facts, verdict
 
 from xarch import matrix, qemu_cpus
 from xarch.engines import Evidence, limits
-from xarch.engines.limits import LimitOutcome
 from xarch.errors import ConfigError
+from xarch.model import LimitOutcome
 from xarch.output.text import plain, safe
 from xarch.plan import Expect, Limits
 
