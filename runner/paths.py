@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 CACHE_ENV = "XARCH_CACHE_DIR"
@@ -72,7 +71,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     file. Not mkstemp: its 0600 mode would make a published report unreadable to a web server."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         # errors="replace": a report loaded from JSON may hold lone surrogates from undecodable output
         with open(tmp, "x", encoding="utf-8", errors="replace") as f:

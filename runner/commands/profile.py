@@ -4,7 +4,7 @@ machine's CPU as a profile (runner/profiles/), and what a profile resolves to.""
 from __future__ import annotations
 
 import argparse
-import socket
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +34,7 @@ def run(ns: argparse.Namespace) -> int:
     if ns.profile_command == "capture":
         from ..profiles.capture import capture
 
-        name = ns.name or socket.gethostname().split(".")[0] or "this-machine"
+        name = ns.name or os.uname().nodename.split(".")[0] or "this-machine"
         try:
             dest, entry = capture(name, ns.out, ns.source)
         except (OSError, ValueError) as e:
