@@ -108,7 +108,7 @@ def size_text(n: int) -> str:
 class RunSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    stdin: str | None = None
+    stdin: str | bytes | None = None    # run.stdin's text, or run.stdin_file's bytes (read when the matrix loads)
     timeout: float = 60.0
     expect: Expect = Expect()
     limits: Limits = Limits()
