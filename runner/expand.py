@@ -118,7 +118,7 @@ def expand(spec: MatrixSpec) -> Plan:
             builds.append(BuildJob(t, (), False, env, (), art, str(art), project, False, (), prebuilt=True))
             continue
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
-                               project, reproducible, repro))
+                               project, reproducible, repro, matrix_dir=base_dir))
 
     # cells; an image from elsewhere makes cells only for the platforms it offers (contract §7)
     cells: list[Cell] = []

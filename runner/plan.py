@@ -130,6 +130,7 @@ class BuildJob:
     # the command rendered with the output inside a copy of the project (build.reproducible)
     repro_argv: tuple[str, ...] = ()
     prebuilt: bool = False      # the artifact comes from elsewhere (goreleaser): check and run it only
+    matrix_dir: Path | None = None  # where matrix.yaml is: a fix that names `project:` is relative to it
 
 
 @dataclass(frozen=True)
