@@ -2,12 +2,14 @@
 
 `build_cause` is pure (log text + target facts in, cause + explanation + fix out) except for the
 file-excluded-by-suffix case, which asks `go list` (under the target's env) which files of the
-package were ignored, to name the one that defines the missing symbol.
+package were ignored, to name the one that defines the missing symbol, and the nested-module case,
+which looks for the go.mod between the project and the package.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ _CGO_SYMPTOMS = (
 )
 _EXCLUDED_ALL = re.compile(r"imports ([^\s:]+): build constraints exclude all Go files in (\S+)")
 _UNDEFINED = re.compile(r"^(\S+\.go):(\d+):(\d+): undefined: (\w+)$", re.M)
+_NOT_IN_MAIN = re.compile(r"main module \(([^)\s]+)\) does not contain package (\S+)")
+_NOT_IN_WORKSPACE = re.compile(r"directory (\S+) is contained in a module that is not one of the workspace modules")
 _DECL = r"^\s*(?:func(?:\s*\([^)]*\))?|var|const|type)\s+{name}\b|^\s+{name}\b\s*(?:=|\s\w)"
 
 
@@ -68,6 +72,8 @@ def build_cause(job: BuildJob, log: str, go: str | None = None) -> Cause | None:
             f"move the code that uses {pkg} into a file built only where it exists (e.g. x_windows.go, or "
             f"`//go:build windows`) and add a stub for the other platforms (`//go:build !windows`), so "
             f"{t.spec} never imports it")
+    if (nested := _nested_module(job, log)) is not None:
+        return nested
     und = _UNDEFINED.findall(log)
     if und:
         file, _line, _col, name = und[0]
@@ -86,6 +92,54 @@ def build_cause(job: BuildJob, log: str, go: str | None = None) -> Cause | None:
                 "target never compiles it",
                 fix)
     return None
+
+
+def _nested_module(job: BuildJob, log: str) -> Cause | None:
+    """The package lives in a module of its own (a go.mod below the project, as golang/example's hello/):
+    go builds only the main module's packages, so the project must be that module's directory."""
+    if m := _NOT_IN_MAIN.search(log):
+        main, pkg = m.group(1), m.group(2)
+        if not pkg.startswith(main + "/"):
+            return None
+        pkg_dir = job.cwd / pkg.removeprefix(main + "/")
+    elif w := _NOT_IN_WORKSPACE.search(log):
+        pkg_dir = job.cwd / w.group(1)
+    else:
+        return None
+    root = job.cwd.resolve()
+    d = pkg_dir.resolve()
+    while d != root and d.is_relative_to(root) and not (d / "go.mod").is_file():
+        d = d.parent
+    if d == root or not d.is_relative_to(root):
+        return None     # no nested go.mod: some other reason the package is not there
+    module = _module_path(d / "go.mod")
+    base = (job.matrix_dir or root).resolve()
+    project = os.path.relpath(d, base)
+    inner = os.path.relpath(pkg_dir.resolve(), d)
+    package = "." if inner == "." else f"./{inner}"
+    return Cause(
+        "nested-module",
+        f"{os.path.relpath(d, root)}/go.mod makes {os.path.relpath(d, root)}/ a module of its own"
+        + (f" ({module})" if module else "")
+        + ", and go builds only packages of " + (f"the main module ({m.group(1)})" if m else "the modules go.work uses")
+        + f" from the project directory {root}: '{_first_line(log, m or w)}'",
+        f"build from that module: `project: {project}` and `package: {package}` in the matrix")
+
+
+def _module_path(gomod: Path) -> str | None:
+    try:
+        m = re.search(r"^module\s+(\S+)", gomod.read_text(errors="replace"), re.M)
+    except OSError:
+        return None
+    return m.group(1).strip('"') if m else None
+
+
+def _first_line(log: str, m: re.Match[str] | None) -> str:
+    if m is None:
+        return ""
+    start = log.rfind("\n", 0, m.start()) + 1
+    end = log.find("\n", m.end())
+    return log[start:end if end != -1 else len(log)].strip()[:200]
 
 
 _UNIX = {"aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "linux", "netbsd",

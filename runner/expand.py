@@ -57,6 +57,7 @@ class MatrixSpec:
     run: RunSpec
     prebuilt: Mapping[str, Path] | None
     image_sources: Mapping[str, ImageSource] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()     # found while reading (e.g. an inline stdin that names a file)
 
 
 def expand(spec: MatrixSpec) -> Plan:
@@ -76,7 +77,7 @@ def expand(spec: MatrixSpec) -> Plan:
         if not rel:
             raise v.d.err(f"renders to an empty path for {t.spec}", out_key, out_line)
         out = (project / rel).resolve()
-        _confine(v, out, rel, (project, base_dir), out_key, out_line)
+        confine(v, out, rel, (project, base_dir), out_key, out_line)
         if out in outputs:
             other = outputs[out]
             raise v.d.err(
@@ -117,11 +118,11 @@ def expand(spec: MatrixSpec) -> Plan:
             builds.append(BuildJob(t, (), False, env, (), art, str(art), project, False, (), prebuilt=True))
             continue
         builds.append(BuildJob(t, argv, shell and isinstance(command, str), env, tuple(pre), out, rel,
-                               project, reproducible, repro))
+                               project, reproducible, repro, matrix_dir=base_dir))
 
     # cells; an image from elsewhere makes cells only for the platforms it offers (contract §7)
     cells: list[Cell] = []
-    notes: list[str] = []
+    notes: list[str] = list(spec.notes)
     offered = _offered_platforms(v, spec.image_sources)
     for t in targets:
         ctx = target_vars(name, t, package)
@@ -231,15 +232,16 @@ def build_env(t: Target, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _confine(v: Validator, out: Path, rel: str, roots: tuple[Path, ...], key: str, line: int | None) -> None:
-    """A path the matrix writes must stay in the project (or the matrix's directory) after symlinks."""
+def confine(v: Validator, out: Path, rel: str, roots: tuple[Path, ...], key: str, line: int | None, *,
+            verb: str = "writes", what: str = "artifacts") -> None:
+    """A path the matrix writes (or reads) must stay in the project (or the matrix's directory) after symlinks."""
     if any(out.is_relative_to(r) for r in roots):
         return
     lexical = Path(os.path.normpath(roots[0] / rel))
     via = (f" (a symlink on the way: {lexical} resolves to {out})"
            if any(lexical.is_relative_to(r) for r in roots) else "")
     shown = " or ".join(dict.fromkeys(str(r) for r in roots))
-    raise v.d.err(f"'{rel}' writes outside the project: {out}{via}; artifacts must stay under {shown}",
+    raise v.d.err(f"'{rel}' {verb} outside the project: {out}{via}; {what} must stay under {shown}",
                   key, line)
 
 

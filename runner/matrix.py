@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Collection, Mapping
@@ -14,7 +15,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from . import paths, platforms, qemu_cpus
 from .errors import ConfigError, RecipeError, read_text
-from .expand import MatrixSpec, expand
+from .expand import MatrixSpec, confine, expand
 from .plan import (
     Expect,
     ImageSource,
@@ -288,17 +289,25 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
 
     # run
     run = RunSpec()
+    notes: list[str] = []
     if "run" in top and top["run"] is not None:
         rnode = v.mapping(top["run"], "run", line_of(top, "run"),
-                          ("args", "env", "stdin", "timeout", "expect", "limits"))
+                          ("args", "env", "stdin", "stdin_file", "timeout", "expect", "limits"))
         args: tuple[str, ...] = ()
         if "args" in rnode:
             a = v.command(rnode["args"], "run.args", line_of(rnode, "args")) if rnode["args"] else ()
             args = tuple(shlex.split(a)) if isinstance(a, str) else a
         renv = v.env(rnode.get("env"), "run.env", line_of(rnode, "env"))
-        stdin = None
+        stdin: str | bytes | None = None
         if rnode.get("stdin") is not None:
             stdin = v.string(rnode["stdin"], "run.stdin", line_of(rnode, "stdin"), allow_empty=True)
+            if (hint := _stdin_names_a_file(v, stdin, line_of(rnode, "stdin"), (base_dir, project))) is not None:
+                notes.append(hint)
+        if rnode.get("stdin_file") is not None:
+            if stdin is not None:
+                raise v.d.err("give stdin (inline text) or stdin_file (a file's bytes), not both",
+                              "run.stdin_file", line_of(rnode, "stdin_file"))
+            stdin = _stdin_file(v, rnode["stdin_file"], line_of(rnode, "stdin_file"), (base_dir, project))
         timeout = 60.0
         if "timeout" in rnode:
             t = rnode["timeout"]
@@ -333,8 +342,43 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
     mspec = MatrixSpec(path=p, v=v, top=top, name=name, project=project, base_dir=base_dir, package=package,
                       bnode=bnode, bline=bline, command=command, benv=benv, output_tpl=output_tpl,
                       reproducible=reproducible, shell=shell, before=before, targets=targets,
-                      images=img_names, profiles=profiles, run=run, prebuilt=prebuilt, image_sources=sources)
+                      images=img_names, profiles=profiles, run=run, prebuilt=prebuilt, image_sources=sources,
+                      notes=tuple(notes))
     return expand(mspec)
+
+
+def _stdin_file(v: Validator, node: Any, line: int | None, roots: tuple[Path, Path]) -> bytes:
+    """run.stdin_file: the bytes of a regular file, relative to the matrix file and confined like outputs."""
+    rel = v.string(node, "run.stdin_file", line)
+    path = (roots[0] / rel).resolve()
+    confine(v, path, rel, roots, "run.stdin_file", line, verb="reads", what="stdin files")
+    if not path.is_file():
+        why = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise v.d.err(f"{why}: {path} (the file whose bytes the cells read, relative to the matrix file)",
+                      "run.stdin_file", line)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise v.d.err(f"cannot read {path}: {e.strerror or e}", "run.stdin_file", line) from None
+
+
+def _stdin_names_a_file(v: Validator, text: str, line: int | None, roots: tuple[Path, Path]) -> str | None:
+    """The hint for `stdin: fixture.txt`: one line of inline text that names an existing file is fed as text."""
+    name = text.strip()
+    if not name or "\n" in name or len(name) > 4096:
+        return None
+    for root in roots:
+        try:
+            path = (root / name).resolve()
+            found = path.is_file()
+        except (OSError, ValueError):       # a name no file can have (NUL, too long)
+            continue
+        if found:
+            rel = os.path.relpath(path, roots[0])
+            return (f"warning: run.stdin ({v.d.file}:{line}) is the text {name!r}, which names the file {path}: "
+                    f"the cells read those {len(text)} characters, not the file; to feed the file's bytes, "
+                    f"write `stdin_file: {rel}` instead")
+    return None
 
 
 def _image_source(v: Validator, x: CommentedMap, key: str, line: int | None, base_dir: Path,

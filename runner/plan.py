@@ -108,7 +108,7 @@ def size_text(n: int) -> str:
 class RunSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    stdin: str | None = None
+    stdin: str | bytes | None = None    # run.stdin's text, or run.stdin_file's bytes (read when the matrix loads)
     timeout: float = 60.0
     expect: Expect = Expect()
     limits: Limits = Limits()
@@ -130,6 +130,7 @@ class BuildJob:
     # the command rendered with the output inside a copy of the project (build.reproducible)
     repro_argv: tuple[str, ...] = ()
     prebuilt: bool = False      # the artifact comes from elsewhere (goreleaser): check and run it only
+    matrix_dir: Path | None = None  # where matrix.yaml is: a fix that names `project:` is relative to it
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class CellHandle:
             pytest.fail(plain(f"{self.cell.target.spec}: {b.verdict}: {b.explanation}"), pytrace=False)
         return b.artifact
 
-    def run(self, args: Sequence[str] = (), *, stdin: str | None = None, env: dict[str, str] | None = None,
+    def run(self, args: Sequence[str] = (), *, stdin: str | bytes | None = None, env: dict[str, str] | None = None,
             timeout: float | None = None, expect_exit: int = 0, expect_stdout: str | None = None) -> CellRun:
         from .plan import Cell, Expect, RunSpec
 

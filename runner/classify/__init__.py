@@ -359,6 +359,9 @@ def classify(cell: Cell, ev: Evidence, expect: Expect, timeout: float) -> Verdic
     if _GO_SIGILL.search(err):
         return _cpu_verdict(cell, ev, "the Go runtime panicked with 'SIGILL: illegal instruction'.")
 
+    if ev.signal == _signal.SIGPIPE:
+        # not a crash: the reader of its output left first (`| head`, a pager that quit)
+        return Verdict("exit-status", advice.broken_pipe_why(expect.exit, _said(ev)), advice.BROKEN_PIPE_FIX)
     at = f" {ev.fault.line()} ({'from the guest core' if ev.fault.source == 'core-dump' else 'Go said'})." \
         if ev.fault is not None else ""
     if ev.signal is not None:

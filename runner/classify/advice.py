@@ -89,3 +89,15 @@ def c_compiler_flag(a: platforms.Arch, level: str | None) -> str | None:
     if a.goarch == "riscv64":
         return {"rva20u64": "-march=rv64gc", "rva22u64": "-march=rv64gc_zba_zbb_zbs"}.get(level)
     return None
+
+
+def broken_pipe_why(expected: int, said: str) -> str:
+    """The exit-status explanation for a death by SIGPIPE: output closed early, not a crash."""
+    return (f"killed by SIGPIPE (a shell reports status 141), expected exit {expected}: it wrote to a pipe whose "
+            "reader had already exited (e.g. `| head` in a shell command, or a pager that quit), and a program "
+            f"that does not handle SIGPIPE ends there. Its output was closed early; this is not a crash ({said}).")
+
+
+BROKEN_PIPE_FIX = ("let the reader take all of the output (`| head -n 3` -> `| sed -n 1,3p`), or, if stopping early is "
+                   "intended, make the program ignore the signal (Go: signal.Ignore(syscall.SIGPIPE): the write "
+                   "then fails with EPIPE, which it can treat as the end)")

@@ -80,6 +80,8 @@ def run(ns: argparse.Namespace) -> int:
         for c in plan.cells:
             console.print(safe(f"cell  {c.id}  cpu={c.cpu or 'native'}" + (f"  xfail={c.xfail}" if c.xfail else "")),
                           highlight=False)
+        for note in plan.notes:
+            console.print(safe(f"plan: {note}"), highlight=False)
         return 0
     if not plan.cells and not plan.builds:
         raise ConfigError("no cell is left after --only/--shard", file="command line", key="--only")

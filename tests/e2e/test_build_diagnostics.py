@@ -121,3 +121,28 @@ def test_seed10_not_reproducible_then_flags(xrun_matrix, tmp_path, probe_src):
     """, project=proj)
     assert r.build("linux/amd64")["reproducible"] is True
     assert r.rc == 0, r.out[-3000:]
+
+
+def test_a_package_in_a_nested_module_names_its_directory_as_the_project(xrun_matrix, tmp_path):
+    # golang/example's layout: the repository root is a module, and hello/ has a go.mod of its own
+    shutil.copytree(FIXTURES / "nested", tmp_path, dirs_exist_ok=True)
+    r = xrun_matrix("""
+        name: hello
+        package: ./hello
+        targets: [linux/amd64]
+    """, project=tmp_path)
+    b = r.build("linux/amd64")
+    assert (b["verdict"], b["cause"]) == ("build-failed", "nested-module"), b["explanation"]
+    assert "hello/go.mod makes hello/ a module of its own (example.com/nested/hello)" in b["explanation"]
+    assert ("'main module (example.com/nested) does not contain package example.com/nested/hello'"
+            in b["explanation"])
+    assert b["fix"] == "build from that module: `project: hello` and `package: .` in the matrix"
+    assert r.rc == 1
+    # the fix, as printed
+    r = xrun_matrix("""
+        name: hello
+        package: .
+        targets: [linux/amd64]
+        run: {expect: {stdout: "^hello, nested$"}}
+    """, project=tmp_path / "hello")
+    assert r.rc == 0, r.out[-3000:]

@@ -152,6 +152,17 @@ def test_crash_signal_and_go_panic():
     assert v.verdict == "crashed" and "nil pointer dereference" in v.explanation
 
 
+def test_sigpipe_is_output_closed_early_not_a_crash():
+    # recorded: a Go program piping its stdout into `sh -c "head -n 3"` (tests/fixtures/stdio pager)
+    c = cell("linux/arm64", "cortex-a53", "baseline", image="alpine")
+    v = verdict(c, ev(c, facts("arm64", "GOARM64", "v8.0"), signal=13, stdout="line 0\nline 1\nline 2\n"))
+    assert v.verdict == "exit-status", v
+    assert "killed by SIGPIPE" in v.explanation and "expected exit 0" in v.explanation
+    assert "pipe whose reader had already exited" in v.explanation and "`| head`" in v.explanation
+    assert "this is not a crash" in v.explanation and "line 2" in v.explanation
+    assert "memory corruption" not in v.fix and "`| sed -n 1,3p`" in v.fix and "signal.Ignore(syscall.SIGPIPE)" in v.fix
+
+
 def test_timeout_beats_everything_else():
     c = cell("linux/arm64", "cortex-a53", "baseline")
     v = verdict(c, ev(c, facts("arm64", "GOARM64", "v8.0"), signal=9, timed_out=True, stdout="tick\n"))

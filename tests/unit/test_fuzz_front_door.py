@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from xarch import cli
 
 TOP_KEYS = ["name", "project", "targets", "images", "profiles", "run", "build", "xfail", "exclude"]
-RUN_KEYS = ["args", "env", "stdin", "timeout", "expect", "limits"]
+RUN_KEYS = ["args", "env", "stdin", "stdin_file", "timeout", "expect", "limits"]
 BUILD_KEYS = ["command", "env", "output", "reproducible", "before", "shell"]
 WORDS = ["linux/amd64", "linux/arm/v6", "linux/arm64", "windows/amd64", "js/wasm", "linux", "linux/arm/v9",
          "scratch", "alpine", "distroless-static", "baseline", "host", "pi-zero", "cortex-z99", "Westmere",

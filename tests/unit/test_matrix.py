@@ -211,3 +211,57 @@ def test_the_readme_matrix_example_is_valid(tmp_path):
     proj = Path(__file__).resolve().parents[2] / "examples" / "greet"
     plan = load(tmp_path, block.replace("project: examples/greet", f"project: {proj}"))
     assert [c.id for c in plan.cells if c.xfail] == ["linux/amd64/v3:scratch:westmere-vm"]
+
+
+# -- run.stdin_file (issue 18) ---------------------------------------------------------------------
+
+def test_stdin_file_is_read_as_bytes_relative_to_the_matrix(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data.bin").write_bytes(b"a\0\xffb\n")
+    plan = load(tmp_path, """
+        name: app
+        project: proj
+        targets: [linux/amd64]
+        run: {stdin_file: in/data.bin}
+    """)
+    assert plan.run.stdin == b"a\0\xffb\n" and plan.notes == ()
+
+
+@pytest.mark.parametrize(("setup", "value", "expected"), [
+    (None, "nope.bin", "m.yaml:5: run.stdin_file: no such file: {tmp}/nope.bin (the file whose bytes"),
+    (None, "proj", "m.yaml:5: run.stdin_file: a directory: {tmp}/proj"),
+    (None, "../outside.bin", "m.yaml:5: run.stdin_file: '../outside.bin' reads outside the project: "
+                             "{tmp_parent}/outside.bin; stdin files must stay under {tmp} or {tmp}/proj"),
+    ("link", "link.bin", "m.yaml:5: run.stdin_file: 'link.bin' reads outside the project: {tmp_parent}/outside.bin "
+                         "(a symlink on the way: {tmp}/link.bin resolves to"),
+    (None, "''", "m.yaml:5: run.stdin_file: must not be empty"),
+    (None, "[a]", "m.yaml:5: run.stdin_file: must be a string, got a list"),
+])
+def test_stdin_file_errors_name_file_line_and_key(tmp_path, setup, value, expected):
+    base = tmp_path / "m"
+    base.mkdir()
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    if setup == "link":
+        (base / "link.bin").symlink_to(tmp_path / "outside.bin")
+    msg = err(base, f"name: app\nproject: proj\ntargets: [linux/amd64]\nrun:\n  stdin_file: {value}\n")
+    assert expected.format(tmp=base, tmp_parent=tmp_path) in msg, msg
+
+
+def test_stdin_and_stdin_file_together_is_an_error(tmp_path):
+    (tmp_path / "data.bin").write_bytes(b"x")
+    msg = err(tmp_path, "name: app\nproject: proj\ntargets: [linux/amd64]\nrun:\n  stdin: x\n  stdin_file: data.bin\n")
+    assert "m.yaml:6: run.stdin_file: give stdin (inline text) or stdin_file (a file's bytes), not both" in msg
+
+
+def test_inline_stdin_naming_an_existing_file_gets_a_hint_in_the_plan_notes(tmp_path):
+    (tmp_path / "fixture.txt").write_text("the real input\n")
+    plan = load(tmp_path, "name: app\nproject: proj\ntargets: [linux/amd64]\nrun:\n  stdin: fixture.txt\n")
+    assert plan.run.stdin == "fixture.txt"      # still the text: the hint warns, it does not guess
+    (note,) = plan.notes
+    assert note.startswith(f"warning: run.stdin ({tmp_path}/m.yaml:5) is the text 'fixture.txt', which names "
+                           f"the file {tmp_path}/fixture.txt"), note
+    assert "`stdin_file: fixture.txt`" in note
+    # text that is not one line naming a file gets no hint
+    for text in ("'fixture.txt\\nmore'", "other.txt", "''", "'\\0'"):
+        plan = load(tmp_path, f'name: app\nproject: proj\ntargets: [linux/amd64]\nrun:\n  stdin: "{text.strip(chr(39))}"\n')
+        assert plan.notes == (), text

@@ -105,13 +105,14 @@ class Outcome:
     output_limited: bool = False
 
 
-def feed(sock: Any, data: str | None) -> None:
+def feed(sock: Any, data: str | bytes | None) -> None:
     """Write stdin on the attach/exec socket and half-close it, in the background."""
     raw = getattr(sock, "_sock", sock)
+    payload = data.encode() if isinstance(data, str) else data or b""
 
     def send() -> None:
         with contextlib.suppress(OSError):
-            raw.sendall((data or "").encode())
+            raw.sendall(payload)
             raw.shutdown(socket.SHUT_WR)
     threading.Thread(target=send, daemon=True).start()
 

@@ -32,7 +32,7 @@ def bwrap_base(tmp: Path, exes: tuple[str, ...], seccomp: int | None, limits: Li
 
 
 def run_sandboxed(build_argv: Callable[[int | None], list[str]], run: RunSpec, timeout: float,
-                   stdin: str | None = None) -> tuple[proc.Result, LimitOutcome, tuple[str, ...]]:
+                   stdin: str | bytes | None = None) -> tuple[proc.Result, LimitOutcome, tuple[str, ...]]:
     """Run one sandbox command line with the cell's seccomp filter and limits."""
     fd, no_seccomp = sandbox.seccomp_fd()
     try:
