@@ -66,8 +66,8 @@ def main() -> int:
     ma, mb = statistics.median(a), statistics.median(b)
     print(f"| {path.name}: {len(plan.cells)} cells, {len(builds)} targets | bare qemu loop {mb:.2f} s | "
           f"xrun -j{ns.jobs} {ma:.2f} s | **{ma / mb:.2f}x** |")
-    print(f"(median of {ns.repeat} interleaved runs; pairwise ratios {min(x / y for x, y in zip(a, b)):.2f}-"
-          f"{max(x / y for x, y in zip(a, b)):.2f})")
+    print(f"(median of {ns.repeat} interleaved runs; pairwise ratios {min(x / y for x, y in zip(a, b, strict=False)):.2f}-"
+          f"{max(x / y for x, y in zip(a, b, strict=False)):.2f})")
     return 0
 
 
