@@ -221,7 +221,14 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         targets.append(Target(spec, os_, arch_, variant, env, cc, line, libc, artifact))
 
     # images: a builtin name, or {name, from} for an image from elsewhere (contract §7)
-    known = list(images) if images is not None else known_images()
+    # the image definitions are parsed only when a name is not scratch (a scratch-only matrix never reads them)
+    known_list: list[list[str]] = [list(images)] if images is not None else []
+
+    def known() -> list[str]:
+        if not known_list:
+            known_list.append(known_images())
+        return known_list[0]
+
     img_names = ["scratch"]
     sources: dict[str, ImageSource] = {}
     if "images" in top:
@@ -230,13 +237,13 @@ def load(path: str | Path, *, images: Collection[str] | None = None,
         for i, x in enumerate(iseq):
             key, line = f"images[{i}]", line_of(iseq, i)
             if isinstance(x, CommentedMap):
-                src = _image_source(v, x, key, line, base_dir, known)
+                src = _image_source(v, x, key, line, base_dir, known())
                 s = src.name
                 sources[s] = src
             else:
                 s = v.string(x, key, line)
-                if s not in known:
-                    raise v.d.err(f"unknown image '{s}'{did_you_mean(s, known)}; known: {', '.join(known)}, "
+                if s != "scratch" and s not in known():
+                    raise v.d.err(f"unknown image '{s}'{did_you_mean(s, known())}; known: {', '.join(known())}, "
                                   "or a mapping {name: ..., from: \"docker-archive:FILE\"}", key, line)
             if s in img_names:
                 raise v.d.err(f"'{s}' is listed twice", key, line)

@@ -91,6 +91,8 @@ def unfinished(res: RunResult) -> list[str]:
 
 def images_json(names: list[str]) -> dict[str, Any]:
     """Per image used: whether it is the exact image or a rebuilt equivalent, and what differs."""
+    if set(names) <= {"scratch"}:
+        return {}               # nothing to say, and no definition to parse
     try:
         defs = load_definitions()
     except Exception as e:  # a broken definition must not cost the report
