@@ -38,9 +38,27 @@ def _profile(name: str, goarch: str) -> Profile:
         return builtin_profile(name)
     from .profiles.machine import from_cpu
 
+    _check_cpu(name, goarch)
     if (r := from_cpu(goarch, name)) is not None:       # a model with toggles: what they need added
         return Profile.of_machine(name, {goarch: r}, "cpu")
     return Profile(name, {goarch: name})     # a plain qemu model name
+
+
+def _check_cpu(name: str, goarch: str) -> None:
+    """A --profile that is neither a profile nor a CPU model qemu knows (`pizero`) is exit 2, with the
+    profile it probably means, as the matrix says it; not a "unable to find CPU model" from qemu."""
+    from . import platforms, qemu_cpus
+    from .profiles import BUILTIN_PROFILES
+    from .yamlcheck import did_you_mean
+
+    names = qemu_cpus.models(goarch)
+    if names is None or qemu_cpus.accepted(name, names):
+        return      # no emulator here to ask: starting the cell says what is missing
+    close = qemu_cpus.closest(name, names)
+    raise ConfigError(f"unknown profile '{name}'{did_you_mean(name, BUILTIN_PROFILES)}: neither a profile "
+                      f"({', '.join(BUILTIN_PROFILES)}) nor a CPU model qemu-{platforms.arch(goarch).qemu}-static "
+                      f"knows" + (f" (closest models: {', '.join(close)})" if close else ""),
+                      file="command line", key="--profile")
 
 
 def _image_known(image: str) -> bool:

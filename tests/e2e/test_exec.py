@@ -68,6 +68,10 @@ def test_exec_passes_args_stdin_stdout_and_exit_status(tmp_path, go_bin):
     assert p.returncode == 0 and p.stdout == "a b\n"
     p = run_xrun(["exec", str(tmp_path / "missing")])
     assert p.returncode == 2 and "no such file" in p.stderr
+    p = run_xrun(["exec", "--profile", "pizero", str(out), "print", "x"])     # a typo of a profile
+    assert p.returncode == 2 and "did you mean 'pi-zero'?" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = run_xrun(["exec", "--profile", "cortex-a53", str(out), "print", "a qemu model"])
+    assert p.returncode == 0 and p.stdout == "a qemu model\n", p.stderr
 
 
 ENVMOD = FIXTURES / "gotestenv"
