@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -102,26 +103,36 @@ def _iter_done(pending: list[Future[T]]) -> Iterator[Future[T]]:
         yield from done
 
 
+def _builtin_image(cell: Cell, sources: Mapping[str, ImageSource]) -> tuple[str, str] | None:
+    """(image, Debian arch) of a cell on one of xarch's own images; None for scratch and external images."""
+    if cell.image in ("scratch", "none") or cell.image in sources:
+        return None
+    deb = cell.target.facts.debian_arch(cell.target.level)
+    if deb is None:
+        raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
+                         f"packages for {cell.target.arch}", "use the scratch image for this target")
+    return cell.image_base, deb
+
+
 class RootfsProvider:
     """Resolves (image, Debian arch) to a root directory once per run, thread-safely."""
 
-    def __init__(self, empty_root: Path, sources: Mapping[str, ImageSource] | None = None) -> None:
+    def __init__(self, empty_root: Path, sources: Mapping[str, ImageSource] | None = None, *,
+                 verified: Mapping[tuple[str, str], Path] | None = None) -> None:
         self.empty = empty_root
         self.sources = dict(sources or {})
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str], Path | InfraError] = {}
+        # `verified`: roots another process of this run already checked (session.RunFacts)
+        self._cache: dict[tuple[str, str], Path | InfraError] = dict(verified or {})
 
     def get(self, cell: Cell) -> Path:
         if cell.image in ("scratch", "none"):
             return self.empty
         if cell.image in self.sources:
             return self._external(cell, self.sources[cell.image])
-        deb = cell.target.facts.debian_arch(cell.target.level)
-        if deb is None:
-            raise InfraError(f"image {cell.image} is not available for {cell.target.spec}: Debian has no "
-                             f"packages for {cell.target.arch}", "use the scratch image for this target")
-        name = cell.image_base
-        key = (name, deb)
+        key = _builtin_image(cell, self.sources)
+        assert key is not None
+        name, deb = key
         with self._lock:
             hit = self._cache.get(key)
             if hit is None:
@@ -195,6 +206,29 @@ def run_cells(plan: Plan, engine: Engine, builds: dict[str, BuildResult], jobs: 
             raise
     order = {c.id: i for i, c in enumerate(plan.cells)}
     out.sort(key=lambda r: order[r.cell.id])
+    return out
+
+
+def verified_roots(plan: Plan) -> dict[tuple[str, str], Path]:
+    """The plan's builtin images that are cached and verify now, by (image, Debian arch); builds nothing.
+
+    One process checks them for all the processes of a run (the xdist controller for its workers), as
+    `xrun run` checks each once per run; an image missing here is built by the first process that needs it.
+    """
+    from .rootfs import ImageStore
+
+    keys: set[tuple[str, str]] = set()
+    for cell in plan.cells:
+        if cell.target.runnable:
+            with contextlib.suppress(InfraError):
+                if (key := _builtin_image(cell, plan.image_sources)) is not None:
+                    keys.add(key)
+    out: dict[tuple[str, str], Path] = {}
+    store = ImageStore()
+    for name, deb in sorted(keys):
+        with contextlib.suppress(RecipeError, UnknownImage, OSError):
+            if (root := store.path(name, deb)) is not None:
+                out[(name, deb)] = root
     return out
 
 

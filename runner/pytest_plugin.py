@@ -5,13 +5,18 @@ standard library, because pytest loads it in every project of the environment (`
 The machinery (`session.Session`: the same plan, selection, preflight, builds and verdicts as `xrun
 run`) is imported inside the hooks, only when --xarch is given or a test asks for `xarch_cell`.
 Under pytest-xdist each worker has its own session; builds and images are shared through the
-on-disk caches and their file locks, so each artifact and each image is built once.
+on-disk caches and their file locks, so each artifact and each image is built once. What each worker
+would check again (the plan, the source digest, the preflight, the cached images) the controller checks
+once and hands over (`session.RunFacts`), so a worker's set-up costs little more than its engine.
+
+The matrix's `xfail` applies to a cell's item and to a `@pytest.mark.xarch` test on that cell alike:
+strict, and met only by the verdict it names (a test that fails without a run giving it fails).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from .session import Session
 
 _KEY = pytest.StashKey["XarchSession"]()
+_FACTS = "xarch_run_facts"      # the key of session.RunFacts (pickled) in an xdist worker's workerinput
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +55,16 @@ def pytest_configure(config: pytest.Config) -> None:
         m = str(sess.matrix_path)
         if not any(str(Path(a.split("::")[0]).resolve()) == m for a in config.args):
             config.args.append(m)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's controller, once per worker: hand over what it checked once for the whole run."""
+    sess = node.config.stash.get(_KEY, None)
+    if sess is not None and sess.enabled:
+        facts = sess.facts_for_workers()
+        if facts is not None:
+            node.workerinput[_FACTS] = facts
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -78,8 +94,19 @@ class CellFailed(Exception):
         self.cell, self.verdict, self.ev = cell, verdict, ev
 
 
+class MatrixXfail(CellFailed):
+    """A cell gave the verdict the matrix's xfail names: the one failure its xfail mark accepts."""
+
+
 class XfailMismatch(CellFailed):
     """An xfail cell failed, but with another verdict than the one the matrix names."""
+
+
+def _xfail_marks(cell: Cell) -> tuple[pytest.MarkDecorator, ...]:
+    """The matrix's xfail as pytest's: strict (an unexpected pass fails), and met only by its verdict."""
+    if not cell.xfail:
+        return ()
+    return (pytest.mark.xfail(strict=True, raises=MatrixXfail, reason=f"matrix xfail: {cell.xfail}"),)
 
 
 class MatrixFile(pytest.File):
@@ -87,9 +114,8 @@ class MatrixFile(pytest.File):
         sess = self.config.stash[_KEY]
         for cell in sess.plan().cells:
             item = CellItem.from_parent(self, name=cell.id, cell=cell)
-            if cell.xfail:
-                item.add_marker(pytest.mark.xfail(strict=True, raises=CellFailed,
-                                                  reason=f"matrix xfail: {cell.xfail}"))
+            for mark in _xfail_marks(cell):
+                item.add_marker(mark)
             yield item
 
 
@@ -103,7 +129,7 @@ class CellItem(pytest.Item):
         verdict, ev = sess.run_cell(self.cell, sess.plan().run)
         if self.cell.xfail:
             if verdict.verdict == self.cell.xfail:
-                raise CellFailed(self.cell, verdict, ev)        # the expected failure -> xfailed
+                raise MatrixXfail(self.cell, verdict, ev)       # the expected failure -> xfailed
             if not verdict.ok:
                 raise XfailMismatch(self.cell, verdict, ev)
             return                                              # ok -> strict XPASS -> failed
@@ -168,6 +194,7 @@ class CellHandle:
         self._sess = sess
         self.cell = cell
         self.id = cell.id
+        self.xfail_met: tuple[Verdict, Evidence | None] | None = None  # a run gave the matrix's xfail verdict
 
     @property
     def artifact(self) -> Path:
@@ -189,6 +216,8 @@ class CellHandle:
         cell = Cell(self.cell.target, self.cell.image, self.cell.profile, self.cell.cpu, tuple(args),
                     dict(self.cell.env))
         v, ev = self._sess.run_cell(cell, spec)
+        if self.cell.xfail and v.verdict == self.cell.xfail and self.xfail_met is None:
+            self.xfail_met = (v, ev)
         return CellRun(ev.stdout if ev else "", ev.stderr if ev else "", ev.exit_code if ev else None,
                        ev.signal if ev else None, v.verdict, v.explanation, v.fix)
 
@@ -201,12 +230,21 @@ class XarchSession:
         self.matrix_path = matrix_path
         self.enabled = enabled
         self._core: Session | None = None
+        self._facts: bytes | None = None
 
     def core(self) -> Session:
         if self._core is None:
+            from .session import Session
+
+            facts = getattr(self.config, "workerinput", {}).get(_FACTS)
+            if facts is not None:       # an xdist worker: the controller checked the run once
+                import pickle
+
+                self._core = Session.from_facts(pickle.loads(facts), self.matrix_path,
+                                                self.config.getoption("--xarch-engine"))
+                return self._core
             from .errors import ConfigError
             from .expand import parse_only
-            from .session import Session
 
             try:
                 only = [parse_only(s) for s in self.config.getoption("--xarch-only")]
@@ -225,6 +263,20 @@ class XarchSession:
 
     def build(self, cell: Cell) -> BuildResult:
         return self.core().build(cell)
+
+    def facts_for_workers(self) -> bytes | None:
+        """session.RunFacts, pickled for xdist's workerinput (made once); None when checking failed here:
+        then each worker checks for itself and reports what failed on its cells, as without xdist."""
+        if self._facts is None:
+            import pickle
+
+            from .errors import XarchError
+
+            try:
+                self._facts = pickle.dumps(self.core().facts())
+            except (XarchError, OSError):
+                self._facts = b""
+        return self._facts or None
 
     def run_cell(self, cell: Cell, run: RunSpec) -> tuple[Verdict, Evidence | None]:
         return self.core().run_cell(cell, run)
@@ -249,7 +301,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("xarch_cell", [pytest.param(None, marks=pytest.mark.skip(
             reason=f"xarch: no cell matches {sel}"))], indirect=True)
         return
-    metafunc.parametrize("xarch_cell", [c.id for c in cells], indirect=True, ids=[c.id for c in cells])
+    metafunc.parametrize("xarch_cell", [pytest.param(c.id, id=c.id, marks=_xfail_marks(c)) for c in cells],
+                         indirect=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """A test on an xfail cell that failed after a run gave the matrix's verdict met the xfail, as a cell does."""
+    try:
+        return (yield)
+    except (Exception, pytest.fail.Exception) as e:
+        handle = pyfuncitem.funcargs.get("xarch_cell")
+        if isinstance(handle, CellHandle) and handle.xfail_met is not None:
+            raise MatrixXfail(handle.cell, *handle.xfail_met) from e
+        raise
 
 
 def _selected(c: Cell, sel: dict[str, Any]) -> bool:

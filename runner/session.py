@@ -3,22 +3,40 @@
 `xrun run` and `pytest --xarch` must agree on everything a user can see: which cells a selection
 keeps, what is checked before anything runs, and the verdict of a cell whose build failed. They
 share this object, so those rules exist once (the pytest plugin only maps it onto pytest items).
+
+Under pytest-xdist the controller works out what every worker would otherwise repeat (the plan, the
+source digest, the preflight, the verification of cached images) once, as `RunFacts`, and each worker
+starts from them (`Session.from_facts`): a worker's set-up is then only its engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import matrix as matrix_mod
 from . import proc
 from .build import BuildResult, output_excludes, run_build, tree_digest
-from .doctor import preflight
 from .engines import Engine, make_engine
-from .expand import select
+from .errors import InfraError
 from .model import Evidence, Verdict
-from .pipeline import RootfsProvider, run_built, unbuilt_verdict
+from .pipeline import RootfsProvider, run_built, unbuilt_verdict, verified_roots
 from .plan import Cell, Plan, RunSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFacts:
+    """What one process checked for a whole run, so other processes of that run need not check again.
+
+    The xdist controller makes it and hands it to each worker (pickled): the selected plan, the
+    project's source digest, whether the preflight passed, and the cached images that verified.
+    """
+
+    plan: Plan
+    digest: str
+    preflight_ok: bool
+    roots: Mapping[tuple[str, str], Path] = field(default_factory=dict)
 
 
 class Session:
@@ -37,28 +55,57 @@ class Session:
         self._digest: str | None = None
         self._engine: Engine | None = None
         self._roots: RootfsProvider | None = None
+        self._verified_roots: Mapping[tuple[str, str], Path] = {}
+
+    @classmethod
+    def from_facts(cls, facts: RunFacts, matrix_path: Path, engine: str = "local") -> Session:
+        """A session that starts from what another process of the run already checked (an xdist worker)."""
+        s = cls(matrix_path, engine=engine)
+        s._plan, s._digest, s._checked = facts.plan, facts.digest, facts.preflight_ok
+        s._verified_roots = dict(facts.roots)
+        return s
+
+    def facts(self) -> RunFacts:
+        """Check once what every process of this run needs: the plan, the digest, the preflight, the images.
+
+        A failed preflight is not handed on: each worker then runs it itself and reports it on its cells,
+        as without xdist. Nothing is built here (an image that is not cached is built by the first
+        worker that needs it, under the store's lock).
+        """
+        plan = self.plan()
+        with contextlib.suppress(InfraError):
+            self.preflight()
+        return RunFacts(plan=plan, digest=self._source_digest(), preflight_ok=self._checked,
+                        roots=verified_roots(plan))
 
     def plan(self) -> Plan:
         """The selected plan (ConfigError, exit 2, for a bad matrix or selector)."""
         if self._plan is None:
+            from . import matrix as matrix_mod  # YAML, templates, image definitions: not in a worker
+            from .expand import select
+
             plan = matrix_mod.load(self.matrix_path, prebuilt=self._prebuilt)
             self._plan = select(plan, self._only, self._shard)
         return self._plan
 
+    def _source_digest(self) -> str:
+        if self._digest is None:
+            self._digest = tree_digest(self.plan().project, output_excludes(self.plan().builds))
+        return self._digest
+
     def preflight(self) -> None:
         """What the plan needs from this machine, checked once before anything runs (exit 3 naming it)."""
         if not self._checked:
+            from .doctor import preflight  # an xdist worker is handed the controller's result: no import
+
             preflight(self.plan(), self.engine_name)
             self._checked = True
 
     def build(self, cell: Cell) -> BuildResult:
         spec = cell.target.spec
         if spec not in self._builds:
-            plan = self.plan()
-            if self._digest is None:
-                self._digest = tree_digest(plan.project, output_excludes(plan.builds))
-            job = next(b for b in plan.builds if b.target.spec == spec)
-            self._builds[spec] = run_build(job, self._digest)
+            job = next(b for b in self.plan().builds if b.target.spec == spec)
+            self._builds[spec] = run_build(job, self._source_digest())
         return self._builds[spec]
 
     def engine(self) -> tuple[Engine, RootfsProvider]:
@@ -74,7 +121,7 @@ class Session:
                 eng.__exit__(None, None, None)
                 raise
             self._engine = eng
-            self._roots = RootfsProvider(eng.empty_root, plan.image_sources)
+            self._roots = RootfsProvider(eng.empty_root, plan.image_sources, verified=self._verified_roots)
         assert self._roots is not None
         return self._engine, self._roots
 

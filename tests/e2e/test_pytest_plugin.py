@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from conftest import FIXTURES
+from xarch import paths
 
 pytestmark = pytest.mark.e2e
+
+# pytester gives each test an empty HOME, so an empty xarch and Go cache: read the real ones first
+_CACHES = {"XARCH_CACHE_DIR": str(paths.cache_dir()),
+           "GOCACHE": os.environ.get("GOCACHE") or str(Path(os.environ.get("XDG_CACHE_HOME") or
+                                                            Path.home() / ".cache") / "go-build")}
+
+
+@pytest.fixture
+def shared_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's xarch and Go caches for the pytest runs of a test (warm builds and images, as on a rerun)."""
+    for k, v in _CACHES.items():
+        monkeypatch.setenv(k, v)
 
 
 def _matrix(pytester: pytest.Pytester, body: str, name: str = "matrix.yaml") -> None:
@@ -100,6 +115,94 @@ exclude: [{{target: linux/arm/v6, profile: pi2}}]
     r = pytester.runpytest_subprocess("--xarch", "-n", "2", "-p", "no:cacheprovider")
     r.assert_outcomes(passed=6)
     assert sorted(counter.read_text().split()) == ["linux/arm/v6", "linux/arm64"]
+
+
+def test_xdist_workers_start_from_what_the_controller_checked_once(pytester, shared_caches):
+    """The plan, the source digest, the preflight and the image verification happen once per run, in the
+    controller; the workers are handed them (each worker repeated all four, which made -n 2 slower)."""
+    from xarch.rootfs import ImageStore
+
+    for deb in ("arm64", "armel"):
+        ImageStore().ensure("alpine", deb)      # cached, as on any rerun: the point is who verifies it
+    log = pytester.path / "checks.log"
+    pytester.makeconftest(f"""
+        import os
+        import xarch.doctor, xarch.matrix, xarch.session
+        from xarch.rootfs.store import ImageStore
+
+        def _note(what):
+            with open({str(log)!r}, "a") as f:
+                f.write(os.environ.get("PYTEST_XDIST_WORKER", "controller") + " " + what + "\\n")
+
+        def _counted(what, fn, name=lambda *a, **k: ""):
+            def wrapper(*a, **k):
+                _note(what + name(*a, **k))
+                return fn(*a, **k)
+            return wrapper
+
+        xarch.matrix.load = _counted("load", xarch.matrix.load)
+        xarch.session.tree_digest = _counted("digest", xarch.session.tree_digest)
+        xarch.doctor.preflight = _counted("preflight", xarch.doctor.preflight)
+        ImageStore._current = _counted("verify ", ImageStore._current, lambda self, name, arch, level: name + "/" + arch)
+    """)
+    _matrix(pytester, """
+targets: [linux/arm64, linux/arm/v6]
+images: [scratch, alpine]
+run: {args: [hello], expect: {stdout: "^probe hello$"}}
+""")
+    r = pytester.runpytest_subprocess("--xarch", "-n", "2", "-p", "no:cacheprovider")
+    r.assert_outcomes(passed=4)
+    lines = sorted(log.read_text().splitlines())
+    assert lines == ["controller digest", "controller load", "controller preflight",
+                     "controller verify alpine/arm64", "controller verify alpine/armel"], lines
+
+
+def test_the_matrix_xfail_applies_to_a_marked_test_on_that_cell(pytester, shared_caches):
+    """As for the cell's own item: strict, met only by the verdict the matrix names."""
+    _matrix(pytester, BASIC)
+    pytester.makepyfile(test_mine="""
+        import pytest
+
+        @pytest.mark.xarch(targets="linux/arm")
+        def test_hello(xarch_cell):
+            assert xarch_cell.run(["hello"]).verdict == "ok"
+
+        @pytest.mark.xarch(targets="linux/arm", profiles="pi-zero")
+        def test_never_runs_it(xarch_cell):
+            assert xarch_cell.artifact.is_file()
+
+        @pytest.mark.xarch(targets="linux/arm", profiles="pi-zero")
+        def test_fails_for_another_reason(xarch_cell):
+            assert xarch_cell.run(["exit", "3"]).verdict == "unsupported-cpu"
+            raise RuntimeError("after the expected verdict: still the xfail")
+
+        @pytest.mark.xarch(targets="linux/arm", profiles="pi-zero")
+        def test_fails_without_the_verdict(xarch_cell):
+            assert False, "not the cell's fault"
+    """)
+    r = pytester.runpytest_subprocess("test_mine.py", "-p", "no:cacheprovider", "-rxXf")
+    r.assert_outcomes(passed=1, xfailed=2, failed=2)
+    r.stdout.fnmatch_lines_random([
+        "XFAIL test_mine.py::test_hello?linux/arm:scratch:pi-zero? - matrix xfail: unsupported-cpu",
+        "XFAIL test_mine.py::test_fails_for_another_reason?linux/arm:scratch:pi-zero? - matrix xfail: unsupported-cpu",
+        "FAILED test_mine.py::test_never_runs_it?linux/arm:scratch:pi-zero?*",
+        "FAILED test_mine.py::test_fails_without_the_verdict?linux/arm:scratch:pi-zero?*",
+        "[[]XPASS(strict)[]] matrix xfail: unsupported-cpu",
+        "E       AssertionError: not the cell's fault",
+    ])
+
+
+def test_an_xfail_cell_that_fails_with_another_verdict_fails(pytester, shared_caches):
+    """The matrix's xfail names a verdict: another failure is not it (xrun run fails such a cell too)."""
+    _matrix(pytester, """
+targets: [linux/arm]
+profiles: [pi-zero]
+run: {args: [hello]}
+xfail: [{target: linux/arm, verdict: crashed}]
+""")
+    r = pytester.runpytest_subprocess("--xarch", "-p", "no:cacheprovider")
+    r.assert_outcomes(failed=1)
+    r.stdout.fnmatch_lines(["*linux/arm:scratch:pi-zero: unsupported-cpu (the matrix expects crashed)*"])
 
 
 def test_xarch_cell_fixture_in_a_user_test(pytester):
