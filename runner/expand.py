@@ -254,9 +254,32 @@ def _selector(node: Any, v: Validator, key: str, line: int | None,
     return sel
 
 
+def glob_match(key: str, value: str, pattern: str) -> bool:
+    """How --only, exclude, xfail and @pytest.mark.xarch match a cell's target, image or profile.
+
+    Images and profiles: a shell glob (fnmatch). Targets: per path segment, `*` never crossing a `/`,
+    and a `*` that ends the pattern means "and any variant": `linux/arm*` is arm with or without a
+    variant (linux/arm, linux/arm/v6), never linux/arm64; `linux/arm64*` is arm64 (linux/arm64/v8.1);
+    `linux/*` every linux target; `linux/*64` the 64-bit arches without a variant; `linux/arm` that
+    target alone."""
+    if key not in ("target", "targets"):
+        return fnmatch.fnmatchcase(value, pattern)
+    vals, pats = value.split("/"), pattern.split("/")
+    last = pats[-1]
+    if last.endswith("*") and len(vals) >= len(pats):
+        head = last[:-1]
+        ok_last = head == "" or fnmatch.fnmatchcase(vals[len(pats) - 1], head)
+        return ok_last and all(fnmatch.fnmatchcase(v, p) for v, p in zip(vals, pats[:-1], strict=False))
+    return len(vals) == len(pats) and all(fnmatch.fnmatchcase(v, p) for v, p in zip(vals, pats, strict=True))
+
+
+def cell_values(c: Cell) -> dict[str, str]:
+    return {"target": c.target.spec, "image": c.image, "profile": c.profile.name}
+
+
 def _matches(sel: Mapping[str, str], c: Cell) -> bool:
-    vals = {"target": c.target.spec, "image": c.image, "profile": c.profile.name}
-    return all(fnmatch.fnmatchcase(vals[k], pat) for k, pat in sel.items())
+    vals = cell_values(c)
+    return all(glob_match(k, vals[k], pat) for k, pat in sel.items())
 
 
 def _apply_exclude(top: CommentedMap, v: Validator, cells: list[Cell]) -> list[Cell]:
@@ -305,10 +328,16 @@ def parse_only(s: str) -> tuple[str, str]:
 
 
 def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int, int] | None = None) -> Plan:
-    """Narrow the plan to cells matching every --only KEY=GLOB, then to one shard."""
-    cells = [c for c in plan.cells
-             if all(fnmatch.fnmatchcase({"target": c.target.spec, "image": c.image,
-                                         "profile": c.profile.name}[k], g) for k, g in only)]
+    """Narrow the plan to cells matching every --only KEY=GLOB (glob_match), then to one shard. A
+    pattern that matches no cell of the matrix is exit 2, naming what there is."""
+    for k, g in only:
+        if plan.cells and not any(glob_match(k, cell_values(c)[k], g) for c in plan.cells):
+            there = sorted({cell_values(c)[k] for c in plan.cells})
+            hint = (" (a target glob matches per path segment: linux/arm* is arm with any variant, linux/arm64* "
+                    "is arm64)" if k == "target" else "")
+            raise ConfigError(f"--only {k}={g} matches no cell; the matrix's {k}s: {', '.join(there)}{hint}",
+                              file="command line", key="--only")
+    cells = [c for c in plan.cells if all(glob_match(k, cell_values(c)[k], g) for k, g in only)]
     if shard is not None:
         i, n = shard
         cells = [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i - 1]

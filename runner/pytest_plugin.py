@@ -15,7 +15,6 @@ strict, and met only by the verdict it names (a test that fails without a run gi
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,12 +317,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 
 
 def _selected(c: Cell, sel: dict[str, Any]) -> bool:
+    from .expand import glob_match  # the one glob rule of --only and the matrix
+
     vals = {"targets": c.target.spec, "images": c.image, "profiles": c.profile.name}
     for key, pats in sel.items():
         if key not in vals:
             raise pytest.UsageError(f"@pytest.mark.xarch: unknown key {key!r} (targets, images, profiles)")
         pats = [pats] if isinstance(pats, str) else list(pats or [])
-        if pats and not any(fnmatch.fnmatchcase(vals[key], p) for p in pats):
+        if pats and not any(glob_match(key, vals[key], p) for p in pats):
             return False
     return True
 

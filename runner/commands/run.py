@@ -43,7 +43,8 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("local", "docker"), default="local")
     r.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N")
     r.add_argument("--only", type=_only, action="append", default=[], metavar="KEY=GLOB",
-                   help="keep cells whose target/image/profile matches (repeatable)")
+                   help="keep cells whose target/image/profile matches (repeatable); a target glob matches per "
+                        "path segment: linux/arm* is arm with any variant, not arm64 (linux/arm64* is)")
     r.add_argument("--shard", type=_shard, metavar="I/N", help="run the I-th of N stable slices of the cells")
     r.add_argument("--list", action="store_true", help="print the plan (builds and cells) and exit")
     r.add_argument("--from-goreleaser", metavar="ARTIFACTS_JSON",
@@ -74,6 +75,10 @@ def run(ns: argparse.Namespace) -> int:
             raise ConfigError("no binary artifact xarch can run", file=ns.from_goreleaser)
     sess = Session(Path(ns.matrix), ns.only, ns.engine, shard=ns.shard, prebuilt=prebuilt)
     plan = sess.plan()
+    if ns.only:     # what a glob took, so one that takes more (or other) cells than meant shows at once
+        sel = " ".join(f"{k}={g}" for k, g in ns.only)
+        console.print(safe(f"--only {sel}: {len(plan.cells)} cell{'s' if len(plan.cells) != 1 else ''}: "
+                           + ", ".join(c.id for c in plan.cells)), highlight=False, soft_wrap=True)
     if ns.list:
         for b in plan.builds:
             console.print(safe(f"build {b.target.spec} -> {b.output_rel}: {shlex.join(b.argv)}"), highlight=False)

@@ -86,6 +86,35 @@ def test_only_selects_cells(xrun_matrix):
     assert [b["target"] for b in r.report["builds"]] == ["linux/arm/v6"]
 
 
+def test_only_target_glob_matches_per_segment_and_says_what_it_took(tmp_path):
+    """`linux/arm*` (the README's example) is arm with any variant, never arm64; a glob that takes
+    nothing is exit 2 naming the matrix's targets. --list: nothing is built."""
+    p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/arm*"])
+    assert p.returncode == 0, p.stderr
+    cells = [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("cell ")]
+    assert cells == ["linux/arm/v6:scratch:baseline", "linux/arm/v6:scratch:pi-zero", "linux/arm:scratch:baseline",
+                     "linux/arm:scratch:pi-zero"]
+    assert f"--only target=linux/arm*: 4 cells: {', '.join(cells)}" in p.stdout
+    p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/arm64*"])
+    assert [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("cell ")] == ["linux/arm64:scratch:baseline"]
+    p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/mips*"])
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "--only target=linux/mips* matches no cell; the matrix's targets: linux/amd64, linux/amd64/v3" in p.stderr
+
+
+def test_help_lists_every_command_with_its_line():
+    from xarch.cli import parser
+
+    p = run_xrun(["--help"])
+    assert p.returncode == 0
+    sub = next(a for a in parser()._actions if a.choices and "exec" in a.choices)
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert set(helps) == set(sub.choices) >= {"run", "images", "doctor", "explain", "exec", "profile", "report", "gha"}
+    flat = " ".join(p.stdout.split())
+    for name, line in helps.items():
+        assert f"{name} {' '.join(line.split())}" in flat, name
+
+
 def test_ctrl_c_cleans_up_exits_130_and_keeps_partial_results(tmp_path, probe_src):
     marker = f"xarch-marker-{uuid.uuid4().hex}"
     m = tmp_path / "matrix.yaml"
