@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..model import Verdicts
 from ..pipeline import Progress as ProgressFn
@@ -48,11 +51,12 @@ def render(console: Console, res: RunResult) -> None:
         bt.add_column("verdict")
         bt.add_column("artifact")
         bt.add_column("time", justify="right")
+        rows = []
         for b in res.builds:
             t = "cached" if b.cached else f"{b.duration_s:.1f}s"
-            bt.add_row(b.job.target.spec, _label(b.verdict, None, b.verdict == "ok"),
-                       safe(b.job.output_rel), t)
-        console.print(bt)
+            rows.append((safe(b.job.target.spec), _label(b.verdict, None, b.verdict == "ok"), safe(b.job.output_rel), t))
+            bt.add_row(*rows[-1])
+        _print_fitting(console, bt, "builds", rows)
     for note in plan.notes:             # what the plan left out, and why (never silently)
         console.print(f"plan: {safe(note)}")
 
@@ -73,7 +77,8 @@ def render(console: Console, res: RunResult) -> None:
     targets = list(dict.fromkeys(c.target.spec for c in plan.cells))
     for t in targets:
         grid.add_row(safe(t), *[by.get((t, k), "[dim]·[/]") for k in cols])
-    console.print(grid)
+    _print_fitting(console, grid, "cells", [(safe(t), safe(k), by[(t, k)]) for t in targets for k in cols
+                                            if (t, k) in by])
 
     problems = [b for b in res.builds if b.verdict != "ok"]
     for b in problems:
@@ -108,3 +113,21 @@ def render(console: Console, res: RunResult) -> None:
     nr = f", {s['not_runnable']} not run" if s["not_runnable"] else ""
     console.print(f"\n[{color}]{s['cells']} cells: {s['ok']} ok, {s['xfail']} xfail, {s['failed']} failed{nr}; "
                   f"{len(res.builds)} builds, {s['builds_failed']} not ok{extra}[/]")
+
+
+def _print_fitting(console: Console, table: Table, title: str, lines: Sequence[tuple[str, ...]]) -> None:
+    """The table, or one line per row when it is wider than the console (a CI log is 120 columns):
+    rich would cut its cells short ("scratch:basel…"), and a verdict must never be cut."""
+    wide = Console(width=100_000, file=io.StringIO(), color_system=None, highlight=False)
+    with wide.capture() as cap:     # the width it needs: rendered with all the room it could want
+        wide.print(table)
+    if max((cell_len(ln.rstrip()) for ln in cap.get().splitlines()), default=0) <= console.width:
+        console.print(table)
+        return
+    console.print(f"[italic]{title}[/] (one per line: the grid is wider than {console.width} columns)")
+    widths = [max((Text.from_markup(r[i]).cell_len for r in lines), default=0) for i in range(len(lines[0]) - 1)] \
+        if lines else []
+    for row in lines:
+        pads = [" " * (w - Text.from_markup(c).cell_len) for c, w in zip(row, widths, strict=False)]
+        console.print("  " + "  ".join(c + pad for c, pad in zip(row, [*pads, ""], strict=True)), soft_wrap=True,
+                      highlight=False)

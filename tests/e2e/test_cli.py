@@ -102,6 +102,24 @@ def test_only_target_glob_matches_per_segment_and_says_what_it_took(tmp_path):
     assert "--only target=linux/mips* matches no cell; the matrix's targets: linux/amd64, linux/amd64/v3" in p.stderr
 
 
+def test_a_grid_wider_than_a_ci_log_becomes_one_line_per_cell_never_cut(xrun_matrix):
+    """Output to a pipe is 120 columns: rich would cut cells ('scratch:basel…', 'unsupported-c…')."""
+    long = "a-profile-name-long-enough-to-push-the-grid-of-this-matrix-well-past-a-ci-log"
+    r = xrun_matrix(f"""
+        name: probe
+        targets: [linux/arm64, linux/amd64/v3]
+        profiles: [baseline, x86-64-v2-vm, graviton2, {{name: {long}, cpu: {{arm64: cortex-a53}}}}]
+        run: {{args: [hello]}}
+    """, env={"COLUMNS": ""})      # as in CI: no COLUMNS, not a terminal
+    assert r.rc == 1, r.out + r.err
+    assert "…" not in r.out, r.out
+    assert "cells (one per line: the grid is wider than 120 columns)" in r.out
+    lines = [" ".join(ln.split()) for ln in r.out.splitlines()]
+    assert f"linux/arm64 scratch:{long} ok cortex-a53" in lines
+    assert "linux/amd64/v3 scratch:x86-64-v2-vm unsupported-cpu ✗ Nehalem" in lines
+    assert all(len(ln) <= 120 for ln in r.out.splitlines() if "scratch:" in ln and "✗" not in ln)
+
+
 def test_help_lists_every_command_with_its_line():
     from xarch.cli import parser
 
