@@ -209,8 +209,19 @@ def _check_qemu(h: _Host, a: platforms.Arch, needed: bool, binfmt_dir: Path) -> 
 
 # -- binfmt_misc -------------------------------------------------------------------------------
 
-def _check_binfmt_mount(binfmt_dir: Path, needed: bool) -> Check:
+def _check_binfmt_mount(binfmt_dir: Path, needed: bool, engine: str) -> Check:
     ok, detail, fix = mount_state(binfmt_dir)
+    if not ok and not needed:       # say what its absence costs, not only that it is absent
+        from .engines import children
+
+        if engine == "local" and children.private_off() is None:
+            cost = ("the local engine does not need it: xrun starts qemu itself, and each cell's children run "
+                    "under private binfmt_misc handlers (see child processes)")
+        else:
+            cost = (f"the {engine} engine runs the program without it (xrun starts qemu itself), but a child "
+                    "process of a foreign arch, a program exec'ing a helper, fails with 'exec format error' "
+                    "(see child processes)")
+        detail = f"{detail}: {cost}"
     return Check("binfmt_misc", ok, detail, fix, needed)
 
 
@@ -431,7 +442,7 @@ def _collect(*, arches: Collection[str] | None, engine: str, needs: Collection[s
     for a in wanted:
         out.append(_check_qemu(h, platforms.ARCHES[a], True, binfmt_dir))
     if binfmt_needed or not only_needed:
-        mount = _check_binfmt_mount(binfmt_dir, binfmt_needed)
+        mount = _check_binfmt_mount(binfmt_dir, binfmt_needed, engine)
         out.append(mount)
         if mount.ok:   # per-arch entries of an unmounted or switched-off binfmt_misc say nothing new
             handlers = [_check_handler(h, platforms.ARCHES[a], binfmt_dir, binfmt_needed) for a in foreign]

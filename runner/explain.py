@@ -404,8 +404,8 @@ def _predict_profile(b: _Binary, name: str) -> dict[str, Any]:
                          "name a CPU model in a custom profile", profile=name, cpu=None)
         if (gap := _tcg_gap(a, model, b.level, name)) is not None:
             return gap
-        return _prediction("ok", f"runs on {model}", f"{b.level_text}: the oldest qemu model for {a.goarch} "
-                           f"{b.level}{note}", profile=name, cpu=model)
+        return _prediction("ok", f"runs on {model}", f"{b.level_text}: the oldest qemu model for {a.goarch}"
+                           + (f" {b.level}" if b.level else "") + note, profile=name, cpu=model)
     if name in CATALOGUE:
         return _predict_machine(b, name)
     hw = platforms.HARDWARE_PROFILES.get(name)

@@ -112,7 +112,11 @@ ARCHES: Mapping[str, Arch] = MappingProxyType({a.goarch: a for a in (
          {"": "amd64"}, cpu_check_off=True),
     Arch("386", "386", "EM_386", 32, "little", "i386", "GO386", ("softfloat", "sse2"), "sse2",
          _m(("486", None), ("pentium", "softfloat"), ("pentium2", "softfloat"), ("pentium3", "softfloat"),
-            ("qemu32", "sse2"), ("coreduo", "sse2"), ("n270", "sse2")),
+            ("qemu32", "sse2"), ("coreduo", "sse2"), ("n270", "sse2"),
+            # every x86-64 CPU runs 386 code with SSE2, and qemu-i386 has the same named models
+            *((n, "sse2") for n in ("Conroe", "Penryn", "Nehalem", "Westmere", "SandyBridge", "IvyBridge", "Haswell",
+                                    "Broadwell", "Skylake-Client", "Skylake-Server", "Cascadelake-Server",
+                                    "Icelake-Server"))),
          {"softfloat": "pentium", "sse2": "qemu32"}, {"": "i386"},
          run_env={"GODEBUG": "asyncpreemptoff=1"},
          run_env_why="qemu-i386 7.2 crashes Go 386 binaries (\"morestack on g0\", \"bad g in signal "

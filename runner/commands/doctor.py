@@ -65,5 +65,8 @@ def run(ns: argparse.Namespace) -> int:
         console.print(f"[bold red]{len(missing)} piece(s) {what} needs are missing:[/] "
                       + safe(", ".join(c.name for c in missing)))
         return 3
-    console.print(f"[green]everything {what} needs is here[/]")
+    absent = [c.name for c in checks if not c.needed and c.status in ("absent", "FAIL")]
+    console.print(f"[green]everything {what} needs is here[/]"
+                  + (f"; not needed, and absent: {safe(', '.join(absent))} (its row says what that costs)"
+                     if absent else ""))
     return 0

@@ -51,6 +51,8 @@ SPECS = {
     "goarm7": Spec("linux", "arm", {"CGO_ENABLED": "0"}),          # Go's default GOARM=7
     "goamd64-v3": Spec("linux", "amd64", {"CGO_ENABLED": "0", "GOAMD64": "v3"}),
     "goamd64-v4": Spec("linux", "amd64", {"CGO_ENABLED": "0", "GOAMD64": "v4"}),
+    "s390x": Spec("linux", "s390x", {"CGO_ENABLED": "0"}),
+    "386": Spec("linux", "386", {"CGO_ENABLED": "0"}),
     "windows": Spec("windows", "amd64", {"CGO_ENABLED": "0"}),
     "darwin": Spec("darwin", "arm64", {"CGO_ENABLED": "0"}),
 }
@@ -148,8 +150,11 @@ def test_facts_match_go_version_m_and_readelf(name: str, get: Any, go_bin: Path)
     assert go["ldflags"] == settings.get("-ldflags")
     assert go["tags"] == [t for t in settings.get("-tags", "").split(",") if t]
     assert go["vcs"] is None and "vcs" not in settings
-    level_var = {"amd64": "GOAMD64", "arm": "GOARM", "arm64": "GOARM64"}[spec.goarch]
-    assert go["level_var"] == level_var and go["level_value"] == settings[level_var]
+    level_var = {"amd64": "GOAMD64", "arm": "GOARM", "arm64": "GOARM64", "386": "GO386"}.get(spec.goarch)
+    if level_var is None:       # s390x: Go has no level variable for it
+        assert go["level_var"] is None and go["level_value"] is None
+    else:
+        assert go["level_var"] == level_var and go["level_value"] == settings[level_var]
     assert go["settings"] == settings
     if spec.goos != "linux":
         assert r["format"] == ("pe" if spec.goos == "windows" else "macho") and r["header"] is None
@@ -239,6 +244,17 @@ def test_goamd64_v4_is_predicted_emulation_unsupported_on_its_baseline(get: Any)
     base = next(p for p in r["profiles"] if p["profile"] == "baseline")
     assert (base["verdict"], base["cpu"]) == ("emulation-unsupported", "Skylake-Server")
     assert "AVX-512" in base["reason"]
+
+
+def test_an_arch_without_levels_and_386_on_x86_64_models_are_worded_and_predicted(get: Any) -> None:
+    """s390x has no Go CPU level: no 'None' in the text. Every x86-64 model runs 386 sse2, so 386 on
+    x86-64-v2-vm (Nehalem) is ok, not 'unknown'."""
+    path, r = get("s390x")
+    base = next(p for p in r["profiles"] if p["profile"] == "baseline")
+    assert base["verdict"] == "ok" and "None" not in render_text(r) and "oldest qemu model for s390x" in base["reason"]
+    path, r = get("386")
+    assert verdicts(r, "profiles")["x86-64-v2-vm"] == "ok"
+    assert verdicts(explain(path, ("scratch",), ("Nehalem", "Haswell")), "profiles") == {"Nehalem": "ok", "Haswell": "ok"}
 
 
 @pytest.mark.parametrize("name", ["windows", "darwin"])

@@ -156,6 +156,20 @@ def test_binfmt_not_mounted_gives_the_mount_command(fakebin: Bin, tmp_path: Path
     assert "binfmt qemu-aarch64" not in checks   # nothing more to say about entries
 
 
+def test_binfmt_not_needed_says_what_its_absence_costs(fakebin: Bin, tmp_path: Path) -> None:
+    from xarch.engines import children
+
+    fakebin.qemu("aarch64")
+    c = by_name(run_checks(arches=["arm64"], engine="local", path=fakebin.path, binfmt_dir=tmp_path / "empty"))[
+        "binfmt_misc"]
+    assert not c.ok and not c.needed and c.status == "absent"
+    assert "xrun starts qemu itself" in c.detail and "see child processes" in c.detail
+    if children.private_off() is None:
+        assert "the local engine does not need it" in c.detail
+    else:
+        assert "fails with 'exec format error'" in c.detail
+
+
 def test_binfmt_switched_off_globally(fakebin: Bin, binfmt: Path) -> None:
     (binfmt / "status").write_text("disabled\n")
     c = one("binfmt_misc", arches=["arm64"], needs=("binfmt",), path=fakebin.path, binfmt_dir=binfmt)
