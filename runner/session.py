@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import matrix as matrix_mod
 from . import proc
-from .build import BuildResult, output_excludes, run_build, tree_digest
+from .build import BuildResult, run_build
+from .build_inputs import ProjectState
 from .doctor import preflight
 from .engines import Engine, make_engine
 from .expand import select
@@ -34,7 +35,7 @@ class Session:
         self._plan: Plan | None = None
         self._checked = False
         self._builds: dict[str, BuildResult] = {}
-        self._digest: str | None = None
+        self._sources: ProjectState | None = None
         self._engine: Engine | None = None
         self._roots: RootfsProvider | None = None
 
@@ -55,10 +56,10 @@ class Session:
         spec = cell.target.spec
         if spec not in self._builds:
             plan = self.plan()
-            if self._digest is None:
-                self._digest = tree_digest(plan.project, output_excludes(plan.builds))
+            if self._sources is None:
+                self._sources = ProjectState.of(plan.project, plan.builds)
             job = next(b for b in plan.builds if b.target.spec == spec)
-            self._builds[spec] = run_build(job, self._digest)
+            self._builds[spec] = run_build(job, self._sources)
         return self._builds[spec]
 
     def engine(self) -> tuple[Engine, RootfsProvider]:
