@@ -100,3 +100,20 @@ def test_in_a_git_checkout_the_vcs_stamp_go_build_writes_is_an_input(
     assert stamp() == "true"
     (tmp_path / "README.md").write_text("# dep\n\nEdited twice.\n")
     assert _executed(xrun_matrix(body, project=tmp_path)) == []
+
+
+def test_a_build_with_before_steps_still_keys_on_every_project_file(
+        xrun_matrix: Callable[..., XrunResult], tmp_path: Path) -> None:
+    proj = tmp_path / "proj"        # the report xrun writes stays out of the project tree
+    _project(proj)
+    (proj / "README.md").write_text("hello from the readme")
+    # the before step reads README.md, which go list never names: only the whole tree is safe
+    body = MATRIX.format(comment="c").replace("linux/amd64, linux/arm64", "linux/amd64") + \
+        '    build: {before: [[cp, README.md, lib/greeting.txt]], output: "@OUT@"}\n'
+    assert _executed(xrun_matrix(body, project=proj)) == ["linux/amd64"]
+    xrun_matrix(body, project=proj)     # the step's own write changed the tree once
+    assert _executed(xrun_matrix(body, project=proj)) == []
+    (proj / "README.md").write_text("hello, edited readme")
+    r = xrun_matrix(body, project=proj)
+    assert _executed(r) == ["linux/amd64"]
+    assert r.cell("linux/amd64:scratch:baseline")["stdout"] == "hello, edited readme\n"

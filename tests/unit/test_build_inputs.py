@@ -29,9 +29,9 @@ def test_commands_go_list_cannot_model_key_on_the_tree():
 
 
 def test_buildvcs_comes_from_the_command_before_goflags():
-    assert parse_go_build(DEFAULT, {"GOFLAGS": "-buildvcs=false -mod=mod"}).buildvcs == "false"  # type: ignore[union-attr]
+    assert parse_go_build(DEFAULT, {"GOFLAGS": "-buildvcs=false -mod=mod"}).buildvcs == "false"
     argv = ("go", "build", "-buildvcs=true", ".")
-    assert parse_go_build(argv, {"GOFLAGS": "-buildvcs=false"}).buildvcs == "true"  # type: ignore[union-attr]
+    assert parse_go_build(argv, {"GOFLAGS": "-buildvcs=false"}).buildvcs == "true"
 
 
 def _pkg(d: str, **kw: object) -> dict[str, object]:
@@ -53,7 +53,7 @@ def test_a_listing_hashes_compiled_files_and_only_watches_ignored_ones(tmp_path)
     assert not any(p.startswith("/goroot") for p in got.watched)     # the toolchain's identity covers them
     assert str(tmp_path.parent / "go.work") in got.compiled          # go looks for go.work upwards
     assert (got.dirs, got.walk, got.cgo) == ((main, lib), (lib,), False)
-    assert listing_from([_pkg(main, CgoFiles=["c.go"])], tmp_path).cgo is True  # type: ignore[union-attr]
+    assert listing_from([_pkg(main, CgoFiles=["c.go"])], tmp_path).cgo is True
     assert listing_from([_pkg(main, Error={"Err": "no Go files"})], tmp_path) is None
 
 
