@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from filelock import FileLock
 
 from . import proc
 from .artifact import ArtifactFacts, check_against_target, inspect
+from .build_inputs import ProjectState, file_sha256, go_env, output_excludes, source_key, toolchain_id
 from .diagnose import Cause, build_cause
 from .paths import cache_dir
 from .plan import REPRO_OUTPUT, BuildJob
-from .toolchain import build_environ, go_version
+from .toolchain import build_environ
 
 LOG_TAIL = 16 * 1024
 @dataclass(frozen=True)
@@ -43,45 +45,11 @@ class BuildResult:
         return self.artifact is not None and self.verdict in ("ok", "artifact-mismatch")
 
 
-def tree_digest(root: Path, exclude: set[Path]) -> str:
-    """sha256 over every file's relative path and content under root (skipping VCS dirs and outputs)."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if n not in (".git", ".hg", ".svn", "__pycache__")
-                             and (d / n).resolve() not in exclude)
-        for n in sorted(filenames):
-            p = d / n
-            if p.resolve() in exclude or p.is_symlink() or not p.is_file():
-                continue
-            h.update(str(p.relative_to(root)).encode() + b"\0")
-            h.update(_file_sha256(p).encode() + b"\0")
-    return h.hexdigest()
-
-
-def _file_sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def output_excludes(jobs: tuple[BuildJob, ...]) -> set[Path]:
-    """Paths left out of the source digest: the artifacts and the top directory they live in."""
-    out: set[Path] = set()
-    for j in jobs:
-        out.add(j.output)
-        rel = Path(j.output_rel)
-        if not rel.is_absolute() and len(rel.parts) > 1:
-            out.add((j.cwd / rel.parts[0]).resolve())
-    return out
-
-
-def cache_key(job: BuildJob, digest: str) -> str:
-    blob = json.dumps({"tree": digest, "argv": job.argv, "shell": job.shell, "before": job.before,
-                       "env": sorted(job.env.items()), "go": go_version(), "out": str(job.output),
-                       "goflags": os.environ.get("GOFLAGS", ""), "v": 1}, sort_keys=True)
+def cache_key(job: BuildJob, env: Mapping[str, str], sources: dict[str, Any]) -> str:
+    """The build's inputs: its sources (build_inputs.source_key), command, Go environment and toolchain."""
+    blob = json.dumps({"sources": sources, "argv": job.argv, "shell": job.shell, "before": job.before,
+                       "env": sorted(job.env.items()), "go env": sorted(go_env(env).items()),
+                       "go": toolchain_id(), "out": str(job.output), "v": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -95,7 +63,7 @@ def _run(argv: tuple[str, ...], shell: bool, env: dict[str, str], cwd: Path) -> 
     return proc.run(cmd, env=env, cwd=str(cwd), tail_bytes=LOG_TAIL)
 
 
-def run_build(job: BuildJob, digest: str) -> BuildResult:
+def run_build(job: BuildJob, state: ProjectState) -> BuildResult:
     """Build one target (or reuse an intact artifact whose inputs are unchanged) and check it."""
     if job.prebuilt:
         if not job.output.is_file():
@@ -105,17 +73,17 @@ def run_build(job: BuildJob, digest: str) -> BuildResult:
     stamps = cache_dir() / "builds"
     stamps.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(str(job.output).encode()).hexdigest()[:24]
-    key = cache_key(job, digest)
     with FileLock(str(stamps / f"{name}.lock")):
+        env = build_environ(job)
+        key = cache_key(job, env, source_key(job, env, stamps / f"{name}.inputs.json", state))
         stamp = stamps / f"{name}.json"
         if job.output.is_file() and stamp.is_file():
             try:
                 st = json.loads(stamp.read_text())
             except (OSError, ValueError):
                 st = {}
-            if st.get("key") == key and st.get("sha256") == _file_sha256(job.output):
+            if st.get("key") == key and st.get("sha256") == file_sha256(job.output):
                 return _check(job, st.get("log", ""), 0.0, cached=True, repro=st.get("repro"))
-        env = build_environ(job)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         logs: list[str] = []
         total = 0.0
@@ -142,7 +110,7 @@ def run_build(job: BuildJob, digest: str) -> BuildResult:
         if job.reproducible:
             repro, rlog = check_reproducible(job, env)
             log = (log + "\n" + rlog)[-LOG_TAIL:]
-        stamp.write_text(json.dumps({"key": key, "sha256": _file_sha256(job.output), "log": log,
+        stamp.write_text(json.dumps({"key": key, "sha256": file_sha256(job.output), "log": log,
                                      "repro": repro}))
         return _check(job, log, total, repro=repro)
 

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from . import forensics, model, paths, proc
 from .artifact import inspect
-from .build import BuildResult, output_excludes, run_build, tree_digest
+from .build import BuildResult, run_build
+from .build_inputs import ProjectState
 from .classify import classify
 from .engines import Engine
 from .errors import InfraError, RecipeError, UnknownImage
@@ -74,10 +75,10 @@ def _noop(stage: str, item: str) -> None:
 def build_all(plan: Plan, jobs: int, progress: Progress = _noop,
               result: RunResult | None = None) -> dict[str, BuildResult]:
     """Build every target in parallel; results keyed by target spec."""
-    digest = tree_digest(plan.project, output_excludes(plan.builds))
+    state = ProjectState.of(plan.project, plan.builds)
     out: dict[str, BuildResult] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = {pool.submit(run_build, b, digest): b for b in plan.builds}
+        futs = {pool.submit(run_build, b, state): b for b in plan.builds}
         try:
             for f in _iter_done(list(futs)):
                 r = f.result()

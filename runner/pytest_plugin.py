@@ -6,7 +6,7 @@ The machinery (`session.Session`: the same plan, selection, preflight, builds an
 run`) is imported inside the hooks, only when --xarch is given or a test asks for `xarch_cell`.
 Under pytest-xdist each worker has its own session; builds and images are shared through the
 on-disk caches and their file locks, so each artifact and each image is built once. What each worker
-would check again (the plan, the source digest, the preflight, the cached images) the controller checks
+would check again (the plan, the preflight, the cached images) the controller checks
 once and hands over (`session.RunFacts`), so a worker's set-up costs little more than its engine.
 
 The matrix's `xfail` applies to a cell's item and to a `@pytest.mark.xarch` test on that cell alike:

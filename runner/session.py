@@ -5,7 +5,7 @@ keeps, what is checked before anything runs, and the verdict of a cell whose bui
 share this object, so those rules exist once (the pytest plugin only maps it onto pytest items).
 
 Under pytest-xdist the controller works out what every worker would otherwise repeat (the plan, the
-source digest, the preflight, the verification of cached images) once, as `RunFacts`, and each worker
+preflight, the verification of cached images) once, as `RunFacts`, and each worker
 starts from them (`Session.from_facts`): a worker's set-up is then only its engine.
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import proc
-from .build import BuildResult, output_excludes, run_build, tree_digest
+from .build import BuildResult, run_build
+from .build_inputs import ProjectState
 from .engines import Engine, make_engine
 from .errors import InfraError
 from .model import Evidence, Verdict
@@ -29,12 +30,12 @@ from .plan import Cell, Plan, RunSpec
 class RunFacts:
     """What one process checked for a whole run, so other processes of that run need not check again.
 
-    The xdist controller makes it and hands it to each worker (pickled): the selected plan, the
-    project's source digest, whether the preflight passed, and the cached images that verified.
+    The xdist controller makes it and hands it to each worker (pickled): the selected plan, whether
+    the preflight passed, and the cached images that verified. (What a build reads is keyed per
+    target, build_inputs.py: a worker works that out for the builds it runs, from shared caches.)
     """
 
     plan: Plan
-    digest: str
     preflight_ok: bool
     roots: Mapping[tuple[str, str], Path] = field(default_factory=dict)
 
@@ -52,7 +53,7 @@ class Session:
         self._plan: Plan | None = None
         self._checked = False
         self._builds: dict[str, BuildResult] = {}
-        self._digest: str | None = None
+        self._sources: ProjectState | None = None
         self._engine: Engine | None = None
         self._roots: RootfsProvider | None = None
         self._verified_roots: Mapping[tuple[str, str], Path] = {}
@@ -61,12 +62,12 @@ class Session:
     def from_facts(cls, facts: RunFacts, matrix_path: Path, engine: str = "local") -> Session:
         """A session that starts from what another process of the run already checked (an xdist worker)."""
         s = cls(matrix_path, engine=engine)
-        s._plan, s._digest, s._checked = facts.plan, facts.digest, facts.preflight_ok
+        s._plan, s._checked = facts.plan, facts.preflight_ok
         s._verified_roots = dict(facts.roots)
         return s
 
     def facts(self) -> RunFacts:
-        """Check once what every process of this run needs: the plan, the digest, the preflight, the images.
+        """Check once what every process of this run needs: the plan, the preflight, the images.
 
         A failed preflight is not handed on: each worker then runs it itself and reports it on its cells,
         as without xdist. Nothing is built here (an image that is not cached is built by the first
@@ -75,7 +76,7 @@ class Session:
         plan = self.plan()
         with contextlib.suppress(InfraError):
             self.preflight()
-        return RunFacts(plan=plan, digest=self._source_digest(), preflight_ok=self._checked,
+        return RunFacts(plan=plan, preflight_ok=self._checked,
                         roots=verified_roots(plan))
 
     def plan(self) -> Plan:
@@ -88,11 +89,6 @@ class Session:
             self._plan = select(plan, self._only, self._shard)
         return self._plan
 
-    def _source_digest(self) -> str:
-        if self._digest is None:
-            self._digest = tree_digest(self.plan().project, output_excludes(self.plan().builds))
-        return self._digest
-
     def preflight(self) -> None:
         """What the plan needs from this machine, checked once before anything runs (exit 3 naming it)."""
         if not self._checked:
@@ -104,8 +100,11 @@ class Session:
     def build(self, cell: Cell) -> BuildResult:
         spec = cell.target.spec
         if spec not in self._builds:
-            job = next(b for b in self.plan().builds if b.target.spec == spec)
-            self._builds[spec] = run_build(job, self._source_digest())
+            plan = self.plan()
+            if self._sources is None:
+                self._sources = ProjectState.of(plan.project, plan.builds)
+            job = next(b for b in plan.builds if b.target.spec == spec)
+            self._builds[spec] = run_build(job, self._sources)
         return self._builds[spec]
 
     def engine(self) -> tuple[Engine, RootfsProvider]:
