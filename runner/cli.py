@@ -44,9 +44,13 @@ class Parser(argparse.ArgumentParser):
 
 def _tree() -> tuple[Parser, tuple[str, ...]]:
     p = Parser(prog="xrun", description="Cross-build Go targets and run each under qemu-user in real "
-                                        "minimal root filesystems with a chosen CPU model.")
+                                        "minimal root filesystems with a chosen CPU model.",
+               epilog="`xrun MATRIX [OPTIONS]` is `xrun run MATRIX [OPTIONS]`; "
+                      "`xrun COMMAND --help` shows a command's options.")
     p.add_argument("--version", action="version", version=f"xrun {__version__}")
-    sub = p.add_subparsers(dest="cmd", parser_class=Parser)
+    # metavar COMMAND, not argparse's {run,images,...}: that 50-column name pushed every help text to
+    # column 24, so the longer ones wrapped; each command's help is one line of at most 62 characters
+    sub = p.add_subparsers(dest="cmd", parser_class=Parser, title="commands", metavar="COMMAND")
     for mod in COMMANDS:
         cmd = mod.add_parser(sub)
         # who reports arguments no option takes, naming its --help: the command's own parser, but `xrun`

@@ -15,7 +15,7 @@ from . import Subparsers
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "explain", plain_errors=True, help="say what a built binary is and which images and CPUs will run it",
+        "explain", plain_errors=True, help="what a built binary is, and which images and CPUs will run it",
         description="Say what a built binary is and predict, without running it, whether each image and "
                     "CPU profile will run it.")
     p.add_argument("binary", help="the file to explain")

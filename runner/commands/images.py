@@ -11,7 +11,7 @@ from . import Subparsers, out_console
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    im: argparse.ArgumentParser = sub.add_parser("images", help="list, build, locate and prune the runtime images")
+    im: argparse.ArgumentParser = sub.add_parser("images", help="the runtime images: list, build, path, verify, prune")
     isub = im.add_subparsers(dest="images_cmd")
     isub.add_parser("list", help="the definitions and what is cached (size, fidelity)")
     ib = isub.add_parser("build", help="build an image's root filesystem for one or all arches")

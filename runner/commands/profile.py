@@ -15,7 +15,7 @@ from . import Subparsers
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "profile", plain_errors=True, help="capture this machine's CPU as a profile, or show what a profile is",
+        "profile", plain_errors=True, help="CPU profiles: capture this machine's, show what one is",
         description="Profiles from real machines: capture this machine's /proc/cpuinfo for a matrix's "
                     "profiles (`{name: N, cpuinfo: FILE}`), or show the qemu CPU and features a profile resolves to.")
     ps = p.add_subparsers(dest="profile_command", metavar="{capture,show}")

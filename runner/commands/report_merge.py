@@ -15,8 +15,9 @@ from . import Subparsers
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser("report", plain_errors=True, help="work with JSON reports of "
-                                                "earlier runs", description="Work with JSON reports of earlier runs.")
+    p: argparse.ArgumentParser = sub.add_parser("report", plain_errors=True, help="JSON reports of earlier runs: "
+                                                "merge the shards' reports", description="Work with JSON reports of "
+                                                "earlier runs.")
     rsub = p.add_subparsers(dest="report_cmd", required=True)
     m = rsub.add_parser("merge", plain_errors=True, help="join the reports of `xrun run --shard I/N` jobs into one")
     m.add_argument("reports", nargs="+", metavar="SHARD.json")
