@@ -26,8 +26,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
-from . import install, platforms, proc, toolchain
+from . import install, paths, platforms, proc, toolchain
 from .doctor_binfmt import (
     BINFMT_DIR,
     NO_HANDLER,
@@ -125,6 +126,18 @@ class _Host:
         except OSError as e:
             return f"cannot execute {argv[0]}: {e.strerror or e}"
 
+    def version_of(self, exe: str) -> proc.Result | str:
+        """`exe --version`, run once per file and boot: every xrun run's preflight asks it of each
+        emulator the matrix needs, and a file that changes is asked again (paths.remembered)."""
+        def ask() -> list[Any] | str:
+            r = self.run([exe, "--version"])
+            return r if isinstance(r, str) else list(r)
+
+        # only a clean answer is kept: a timeout on a loaded machine must not stick
+        got = paths.remembered("version", [os.path.realpath(exe)], exe, ask,
+                               keep=lambda v: not isinstance(v, str) and v[1] == 0 and not v[6])
+        return got if isinstance(got, str) else proc.Result(*got)
+
     def probe(self, exe: str) -> _Probe:
         """Run `exe --version` once per real file (a handler's interpreter is often the PATH qemu)."""
         key = os.path.realpath(exe)
@@ -138,7 +151,7 @@ class _Host:
             emulator.verify(exe)
         except InfraError as e:
             return _Probe(exe, "", None, f"{e.what} ({e.fix})", False, non_pie)
-        r = self.run([exe, "--version"])
+        r = self.version_of(exe)
         if isinstance(r, str):
             return _Probe(exe, "", None, r, False, non_pie)
         first = next((ln.strip() for ln in r.stdout.splitlines() if ln.strip()), "")

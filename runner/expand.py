@@ -328,8 +328,9 @@ def parse_only(s: str) -> tuple[str, str]:
 
 
 def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int, int] | None = None) -> Plan:
-    """Narrow the plan to cells matching every --only KEY=GLOB (glob_match), then to one shard. A
-    pattern that matches no cell of the matrix is exit 2, naming what there is."""
+    """Narrow the plan to cells matching the --only KEY=GLOBs (glob_match; globs of one key are
+    alternatives, keys must all match), then to one shard. A glob that matches no cell of the matrix
+    is exit 2, naming what there is."""
     for k, g in only:
         if plan.cells and not any(glob_match(k, cell_values(c)[k], g) for c in plan.cells):
             there = sorted({cell_values(c)[k] for c in plan.cells})
@@ -337,7 +338,11 @@ def select(plan: Plan, only: Collection[tuple[str, str]] = (), shard: tuple[int,
                     "is arm64)" if k == "target" else "")
             raise ConfigError(f"--only {k}={g} matches no cell; the matrix's {k}s: {', '.join(there)}{hint}",
                               file="command line", key="--only")
-    cells = [c for c in plan.cells if all(glob_match(k, cell_values(c)[k], g) for k, g in only)]
+    by_key: dict[str, list[str]] = {}
+    for k, g in only:       # two globs of one key are alternatives; different keys must all match
+        by_key.setdefault(k, []).append(g)
+    cells = [c for c in plan.cells
+             if all(any(glob_match(k, cell_values(c)[k], g) for g in gs) for k, gs in by_key.items())]
     if shard is not None:
         i, n = shard
         cells = [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i - 1]

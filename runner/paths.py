@@ -11,8 +11,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 CACHE_ENV = "XARCH_CACHE_DIR"
 
 
@@ -80,3 +83,46 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _stat_key(path: str) -> list[object]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def boot_id() -> str:
+    """This boot of the kernel (a new kernel may behave otherwise: probes are made again)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def remembered(kind: str, files: Sequence[str], extra: str, compute: Callable[[], T],
+               keep: Callable[[T], bool] | None = None) -> T:
+    """What `compute` gives for these host files (a probe of an emulator, the Go toolchain's version),
+    remembered across runs under cache_dir()/probes while every file keeps its inode, size, mtime and
+    ctime and the kernel keeps its boot id; anything else computes it again. `compute` returns JSON;
+    `keep` says which answers to remember (a timeout, say, is not)."""
+    import json
+    import zlib
+
+    key = json.dumps([kind, extra, [_stat_key(f) for f in files], boot_id()])
+    where = cache_dir() / "probes" / f"{kind}-{zlib.crc32(key.encode()):08x}.json"
+    try:
+        got = json.loads(where.read_text())
+        if got.get("key") == key:
+            return got["value"]  # type: ignore[no-any-return]
+    except (OSError, ValueError, AttributeError):
+        pass
+    value = compute()
+    if keep is not None and not keep(value):
+        return value
+    with contextlib.suppress(OSError):
+        where.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(where, json.dumps({"key": key, "value": value}))
+    return value

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import platforms, proc
+from . import paths, platforms, proc
 from .errors import InfraError
 from .paths import cache_dir
 from .plan import BuildJob
@@ -40,11 +40,15 @@ def go_bin_dir() -> str:
 @functools.lru_cache(maxsize=1)
 def go_version() -> str:
     """`go env GOVERSION` of the toolchain builds use (part of every build's cache key)."""
-    r = proc.run([os.path.join(go_bin_dir(), "go"), "env", "GOVERSION"],
-                 env={**os.environ, "GOTOOLCHAIN": "local"}, timeout=120)
-    if r.returncode != 0:
-        raise InfraError(f"the Go toolchain does not work: {r.stderr.strip()[:300]}", GO_FIX)
-    return r.stdout.strip()
+    go = os.path.join(go_bin_dir(), "go")
+
+    def ask() -> str:
+        r = proc.run([go, "env", "GOVERSION"], env={**os.environ, "GOTOOLCHAIN": "local"}, timeout=120)
+        if r.returncode != 0:
+            raise InfraError(f"the Go toolchain does not work: {r.stderr.strip()[:300]}", GO_FIX)
+        return r.stdout.strip()
+
+    return paths.remembered("go-version", [go], "", ask)      # a new toolchain is a new file
 
 
 def build_environ(job: BuildJob) -> dict[str, str]:

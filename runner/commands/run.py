@@ -43,7 +43,8 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=("local", "docker"), default="local")
     r.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N")
     r.add_argument("--only", type=_only, action="append", default=[], metavar="KEY=GLOB",
-                   help="keep cells whose target/image/profile matches (repeatable); a target glob matches per "
+                   help="keep cells whose target/image/profile matches (repeatable: one key's globs are "
+                        "alternatives, keys must all match); a target glob matches per "
                         "path segment: linux/arm* is arm with any variant, not arm64 (linux/arm64* is)")
     r.add_argument("--shard", type=_shard, metavar="I/N", help="run the I-th of N stable slices of the cells")
     r.add_argument("--list", action="store_true", help="print the plan (builds and cells) and exit")

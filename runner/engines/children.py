@@ -106,6 +106,11 @@ def private_supported() -> str | None:
     unshare = shutil.which("unshare")
     if unshare is None:
         return f"`unshare` is missing ({install.UTIL_LINUX})"
+    return paths.remembered("private-binfmt", [unshare, "/bin/sh"], os.uname().release,
+                            lambda: _probe_private(unshare))
+
+
+def _probe_private(unshare: str) -> str | None:
     d = paths.cache_dir() / "binfmt-probe"
     d.mkdir(parents=True, exist_ok=True)
     try:

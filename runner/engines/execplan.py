@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import paths
+
 FORMAT = 1
 SECCOMP = "{seccomp}"       # stands in head for the seccomp fd's number, which is the run's own
 
@@ -139,18 +141,10 @@ def _code_stamp() -> list[Any]:
     return [_stamp(f)[1:5] for f in files]
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, str]:
     """Where the plan of this launch is, and its whole key (kept in the plan: a file name is only a
     64-bit digest of it, and zlib's crc32 loads faster than hashlib's OpenSSL)."""
-    key = json.dumps([FORMAT, image, profile, kind, os.getuid(), os.getgid(), _boot_id(), str(cache),
+    key = json.dumps([FORMAT, image, profile, kind, os.getuid(), os.getgid(), paths.boot_id(), str(cache),
                       _code_stamp()])
     raw = key.encode()
     return cache / "exec" / f"{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.json", key

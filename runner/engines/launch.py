@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import platforms, proc
+from .. import paths, platforms, proc
 from ..artifact import inspect, loader_present
 from ..errors import InfraError
 from ..model import Evidence
@@ -60,12 +60,14 @@ def tcg_missing_features(goarch: str, model: str) -> tuple[str, ...]:
         if key in _probe_cache:
             return _probe_cache[key]
     q = emulator.verify(proc.which("qemu-x86_64-static", QEMU_FIX))
-    r = proc.run([q, "-cpu", model.split(",check=")[0], q, "--version"], timeout=30)
-    feats = []
-    for line in r.stderr.splitlines():
-        if "doesn't support requested feature" in line:
-            feats.append(line.split("feature:", 1)[-1].strip())
-    result = tuple(dict.fromkeys(feats))
+
+    def probe() -> list[str]:
+        r = proc.run([q, "-cpu", model.split(",check=")[0], q, "--version"], timeout=30)
+        feats = [line.split("feature:", 1)[-1].strip() for line in r.stderr.splitlines()
+                 if "doesn't support requested feature" in line]
+        return list(dict.fromkeys(feats))
+
+    result = tuple(paths.remembered("tcg", [q], model, probe))     # the same qemu says the same
     with _probe_lock:
         _probe_cache[key] = result
     return result

@@ -97,6 +97,10 @@ def test_only_target_glob_matches_per_segment_and_says_what_it_took(tmp_path):
     assert f"--only target=linux/arm*: 4 cells: {', '.join(cells)}" in p.stdout
     p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/arm64*"])
     assert [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("cell ")] == ["linux/arm64:scratch:baseline"]
+    p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/arm64", "--only", "target=linux/amd64*",
+                  "--only", "profile=baseline"])     # one key's globs: alternatives; keys: all
+    assert [ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("cell ")] == [
+        "linux/amd64:scratch:baseline", "linux/amd64/v3:scratch:baseline", "linux/arm64:scratch:baseline"]
     p = run_xrun(["matrix.yaml", "--list", "--only", "target=linux/mips*"])
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "--only target=linux/mips* matches no cell; the matrix's targets: linux/amd64, linux/amd64/v3" in p.stderr
