@@ -133,6 +133,7 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
             execplan.save(where, plan, stamped)
     env = cell_env(os.environ, env_items, no_env)
     cwd = Path.cwd()
+    paths.remove_stale_tmpdirs()        # what a test binary killed by go test's -timeout left
     view = view_for(cwd, args, env, paths.run_tmpdir("exec"))
     try:
         def on_exit(rc: int, err: bytearray | None, out: bytearray | None, outcome: Callable[[], object]) -> int:

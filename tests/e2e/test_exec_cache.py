@@ -97,3 +97,17 @@ def test_a_passing_run_loads_only_the_launch_and_a_changed_file_remakes_the_plan
     again = json.loads(plans[0].read_text())
     assert next(s for s in again["stamps"] if s[0] == tagged)[3] == 1      # st_mtime_ns as it is now
     assert _run(probe_arm64, cache, "print", "fourth")[1:] == (0, [])
+
+
+def test_a_cached_run_removes_what_a_killed_one_left_in_tmp(probe_arm64: Path, tmp_path: Path) -> None:
+    """go test's -timeout kills a test binary's wrapper: its scratch dir stays until the next run."""
+    import tempfile
+
+    cache = tmp_path / "cache"
+    _run(probe_arm64, cache, "print", "warm")       # the plan exists: the next run is the cached one
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Path(tempfile.gettempdir()) / f"xarch-exec-{dead.pid}-killed"
+    (stale / "pkg").mkdir(parents=True)
+    said, rc, heavy = _run(probe_arm64, cache, "print", "next")
+    assert (said, rc, heavy) == ("next\n", 0, []) and not stale.exists()
