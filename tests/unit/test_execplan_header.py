@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,15 @@ from xarch.engines.execplan import header_kind
 
 
 def _real(name: str) -> Path:
+    if name == "python":        # this interpreter, an ELF (PATH's python3 may be a pyenv shell shim)
+        return Path(sys.executable).resolve()
     p = shutil.which(name)
     if p is None:
         pytest.skip(f"{name} is not installed")
     return Path(p).resolve()
 
 
-@pytest.mark.parametrize("name", ["ls", "qemu-aarch64-static", "qemu-arm-static", "python3"])
+@pytest.mark.parametrize("name", ["ls", "qemu-aarch64-static", "qemu-arm-static", "python"])
 def test_header_kind_matches_pyelftools(name: str) -> None:
     path = _real(name)
     kind = header_kind(str(path))

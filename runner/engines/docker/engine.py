@@ -386,9 +386,11 @@ class DockerEngine:
             security_opt=["no-new-privileges", f"seccomp={sandbox.docker_seccomp_profile()}"],
             # RLIMIT_CORE=0 as the local engine sets: no core files, the same qemu message every time
             ulimits=[Ulimit(name="core", soft=0, hard=0)],
-            # the log holds the whole output up to the limit (xrun stops the cell past it)
+            # the log holds the whole output up to the limit (xrun stops the cell past it). Two files: a
+            # program faster than the log reader (a native flood) rotates the log before the reader
+            # attaches, and with one file it would find only what came after the rotation
             log_config=LogConfig(type="json-file", config={"max-size": str(limits.output + (1 << 20)),
-                                                           "max-file": "1"}),
+                                                           "max-file": "2"}),
         )
 
     def create(self, retries: Retries, tag: str, cell: Cell, command: list[str], **kw: Any) -> Any:
