@@ -134,8 +134,10 @@ class _Host:
             return r if isinstance(r, str) else list(r)
 
         # only a clean answer is kept: a timeout on a loaded machine must not stick
-        got = paths.remembered("version", [os.path.realpath(exe)], exe, ask,
-                               keep=lambda v: not isinstance(v, str) and v[1] == 0 and not v[6])
+        def clean(v: list[Any] | str) -> bool:
+            return not isinstance(v, str) and (r := proc.Result(*v)).returncode == 0 and not r.timed_out
+
+        got = paths.remembered("version", [os.path.realpath(exe)], exe, ask, keep=clean)
         return got if isinstance(got, str) else proc.Result(*got)
 
     def probe(self, exe: str) -> _Probe:

@@ -85,12 +85,14 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def _stat_key(path: str) -> list[object]:
+def stat_key(path: str) -> list[object]:
+    """[path, inode, size, mtime, ctime, mode, owner] of a file, or [path, None]: a cache entry made
+    from it holds while this is unchanged (no write, nor a utime restoring the mtime, keeps ctime)."""
     try:
         st = os.stat(path)
     except OSError:
         return [path, None]
-    return [path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    return [path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid]
 
 
 def boot_id() -> str:
@@ -111,7 +113,7 @@ def remembered(kind: str, files: Sequence[str], extra: str, compute: Callable[[]
     import json
     import zlib
 
-    key = json.dumps([kind, extra, [_stat_key(f) for f in files], boot_id()])
+    key = json.dumps([kind, extra, [stat_key(f) for f in files], boot_id()])
     where = cache_dir() / "probes" / f"{kind}-{zlib.crc32(key.encode()):08x}.json"
     try:
         got = json.loads(where.read_text())

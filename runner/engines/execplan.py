@@ -124,21 +124,13 @@ def header_kind(path: str) -> str | None:
     return f"{head[:16].hex()}:{machine}:{flags:x}:{interp}"
 
 
-def _stamp(path: str) -> list[Any]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [path, None]
-    return [path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid]
-
-
 def _code_stamp() -> list[Any]:
     """The stat of the code a plan comes from: xarch's engines and its exec modules."""
     here = os.path.dirname(os.path.abspath(__file__))
     top = os.path.dirname(here)
     files = sorted(e.path for e in os.scandir(here) if e.name.endswith(".py"))
     files += [os.path.join(top, n) for n in ("__init__.py", "execwrap.py", "execview.py")]
-    return [_stamp(f)[1:5] for f in files]
+    return [paths.stat_key(f)[1:5] for f in files]
 
 
 def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, str]:
@@ -153,7 +145,7 @@ def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, st
 def save(where: tuple[Path, str], plan: Mapping[str, Any], stamped: Sequence[str]) -> None:
     """Write a plan (atomically: concurrent test binaries may write the same one)."""
     path, key = where
-    data = {**plan, "key": key, "stamps": [_stamp(p) for p in dict.fromkeys(stamped)]}
+    data = {**plan, "key": key, "stamps": [paths.stat_key(p) for p in dict.fromkeys(stamped)]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(data))
@@ -167,7 +159,7 @@ def load(where: tuple[Path, str]) -> dict[str, Any] | None:
         plan: dict[str, Any] = json.loads(path.read_text())     # written by save() alone
     except (OSError, ValueError):
         return None
-    if plan.get("key") != key or any(_stamp(s[0]) != s for s in plan.get("stamps", ())):
+    if plan.get("key") != key or any(paths.stat_key(s[0]) != s for s in plan.get("stamps", ())):
         return None
     return plan
 

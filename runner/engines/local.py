@@ -191,7 +191,7 @@ class LocalEngine:
         prog = sandbox.seccomp_program()
         facts = cell.target.facts
         emulated = launch.emulator is not None
-        plan = {"format": execplan.FORMAT, "cell": cell.id, "head": head,
+        plan = {"cell": cell.id, "head": head,
                 "seccomp": prog.hex() if isinstance(prog, bytes) else None,
                 "image_env": dict(launch.image.env), "kids_env": dict(kids.env),
                 "arch_env": dict(facts.run_env) if emulated else {}, "arch_env_why": facts.run_env_why or "",
