@@ -27,7 +27,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["COPY_LIMIT", "ExecView", "cell_env", "denied", "view_for"]
+__all__ = ["COPY_LIMIT", "ExecView", "cell_env", "denied", "rules", "view_for"]
 
 COPY_LIMIT = 256 << 20
 HOME_IN_CELL = "/tmp/home"
@@ -42,6 +42,14 @@ DENY_WORDS = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|ACCES
 _DIR_FLAGS = ("outputdir", "gocoverdir", "fuzzcachedir")
 _FILE_FLAGS = ("coverprofile", "cpuprofile", "memprofile", "blockprofile", "mutexprofile", "trace", "testlogfile")
 _TEST_FLAG = re.compile(r"^--?test\.(\w+)(?:=(.*))?$")
+
+
+def rules() -> dict[str, object]:
+    """The rules above as data: cached plans carry them to the compiled launcher
+    (engines/execlauncher.go), which applies them as cell_env and view_for do."""
+    return {"deny_exact": sorted(DENY_EXACT), "deny_prefix": list(DENY_PREFIX), "deny_words": DENY_WORDS.pattern,
+            "home": HOME_IN_CELL, "copy_limit": COPY_LIMIT, "dir_flags": list(_DIR_FLAGS),
+            "file_flags": list(_FILE_FLAGS)}
 
 
 def denied(name: str) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from . import paths
 from .engines import execplan
 from .errors import ConfigError, InfraError
-from .execview import cell_env, view_for
+from .execview import ExecView, cell_env, rules, view_for
 
 if TYPE_CHECKING:
     from .engines.local import LocalEngine
@@ -84,14 +84,22 @@ def entry_point() -> list[str]:
     return [sys.executable, "-P", "-m", "xarch"]
 
 
+def launcher_command(options: Sequence[str]) -> list[str]:
+    """The compiled launcher with these options (engines/execlauncher.py): `xrun exec`, with no Python
+    on a passing run."""
+    from .engines.execlauncher import launcher
+
+    return [str(launcher(entry_point())), *options]
+
+
 def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path], list[str]]:
     """go_linux_<goarch>_exec scripts that `go test` / `go run` pick up from PATH when cross-compiling,
-    and notes. Go runs a binary of the host's own arch itself and never looks for that wrapper: none is
-    written (a CPU profile for it needs `-exec`)."""
+    and notes. Each runs the compiled launcher (`xrun exec --launcher`). Go runs a binary of the host's
+    own arch itself and never looks for that wrapper: none is written (a CPU profile for it needs `-exec`)."""
     directory.mkdir(parents=True, exist_ok=True)
     from . import platforms
 
-    xrun = entry_point()
+    xrun = launcher_command(())
     out, notes = [], []
     host = platforms.host_goarch()
     for goarch, a in platforms.ARCHES.items():
@@ -103,11 +111,10 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path
             opts = " ".join(shlex.quote(o) for o in options)
             notes.append(f"no go_linux_{goarch}_exec: go runs {goarch} test binaries on this {goarch} host itself "
                          f"and never calls that wrapper, so a CPU profile for {goarch} needs "
-                         f"`go test -exec '{shlex.join(xrun)} exec {opts}' ./...`")
+                         f"`go test -exec \"$(xrun exec --launcher {opts})\" ./...`")
             continue
         p.write_text("#!/bin/sh\n# written by `xrun exec --install-wrappers`: runs Go test binaries in an "
-                     "xarch cell\nexec " + " ".join(shlex.quote(x) for x in [*xrun, "exec", *options])
-                     + ' "$@"\n')
+                     "xarch cell\nexec " + " ".join(shlex.quote(x) for x in [*xrun, *options]) + ' "$@"\n')
         p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         out.append(p)
     return out, notes
@@ -130,7 +137,7 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
             return made
         plan, stamped = made
         if where is not None:
-            execplan.save(where, plan, stamped)
+            execplan.save(where, {**plan, "view": rules()}, stamped)     # the launcher's view rules too
     env = cell_env(os.environ, env_items, no_env)
     cwd = Path.cwd()
     paths.remove_stale_tmpdirs()        # what a test binary killed by go test's -timeout left
@@ -140,6 +147,36 @@ def run_in_cell(binary_arg: str, args: Sequence[str], *, image: str, profile: st
             return _explain_exit(binary, args, image, profile, env, cwd, view.binds, timeout, rc, err, out, outcome)
 
         return execplan.launch(plan, str(binary), args, str(cwd), view.binds, env, timeout, on_exit)
+    finally:
+        view.close()
+
+
+def explain_recorded(record: str) -> int:
+    """`xrun exec --explain-exit RECORD`: the compiled launcher ran a binary that did not exit 0 and
+    recorded what it saw; classify it as a Python run would have, remove its scratch dir, and return
+    the status."""
+    import json
+
+    from .engines.execplan import Limits
+    from .engines.limits import outcome_of
+
+    rec = json.loads(Path(record).read_text())
+    view = ExecView(scratch=Path(rec["scratch"]))
+    try:
+        lim = rec["limits"]
+        numbers = Limits(*rec["plan_limits"])
+
+        def outcome() -> object:
+            return outcome_of(numbers, lim["cgroups"], lim["nproc"], lim["oom_kills"] > 0, lim["pids_refusals"] > 0,
+                              lim["memory_peak"])
+
+        def tail(name: str) -> bytearray | None:
+            return bytearray.fromhex(rec[name]) if name in rec else None
+
+        binds = [(a, b, bool(rw)) for a, b, rw in rec["binds"]]
+        return _explain_exit(Path(rec["binary"]), rec["args"], rec["image"], rec["profile"], rec["env"],
+                             Path(rec["cwd"]), binds, rec.get("timeout"), rec["rc"], tail("stderr"), tail("stdout"),
+                             outcome)
     finally:
         view.close()
 

@@ -25,6 +25,10 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
                    help="pass only GO*, TEST* and TERM of the caller's environment (and what --env names)")
     p.add_argument("--install-wrappers", metavar="DIR",
                    help="write go_linux_<arch>_exec wrappers (with these options) into DIR and exit")
+    p.add_argument("--launcher", action="store_true",
+                   help="print the compiled launcher's command line with these options and exit: "
+                        "go test -exec \"$(xrun exec --launcher --profile P)\" starts no Python on a passing run")
+    p.add_argument("--explain-exit", metavar="RECORD", help=argparse.SUPPRESS)    # the launcher's hand-over
     p.add_argument("binary", nargs="?")
     # everything after BINARY is the binary's, its own flags included
     p.add_argument("args", nargs=argparse.REMAINDER)
@@ -33,7 +37,9 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from ..execwrap import install_wrappers, run_in_cell
+    import shlex
+
+    from ..execwrap import explain_recorded, install_wrappers, launcher_command, run_in_cell
 
     opts = ["--image", ns.image, "--profile", ns.profile] + (
         ["--timeout", str(ns.timeout)] if ns.timeout else []) + [f"--env={e}" for e in ns.env] + (
@@ -44,6 +50,11 @@ def run(ns: argparse.Namespace) -> int:
             print(w)
         for n in notes:
             print(f"note: {n}", file=sys.stderr)
+        return 0
+    if ns.explain_exit:
+        return explain_recorded(ns.explain_exit)
+    if ns.launcher:
+        print(shlex.join(launcher_command(opts)))
         return 0
     if not ns.binary:
         raise ConfigError("needs a BINARY to run", file="command line", key="xrun exec")

@@ -13,10 +13,14 @@ builds every cell's tail with `cell_tail()`, so the cached command line is the e
 
 A plan is keyed by everything that decides it: the image and profile as given, the binary's ELF
 header (class, byte order, OS ABI, machine, flags) and PT_INTERP, the user and group running xrun,
-the kernel's boot id (a new kernel may lose private binfmt_misc), the cache root, and the stat of
-xarch's own engine code (an upgrade or an edit makes new plans). Its stamps are the stat of every
-host file it names: the image's root, the emulator (the same key as engines/emulator.py's
-verification, so a modified qemu is verified again), the tagged copies, bwrap. A stale or missing
+the kernel's boot id (a new kernel may lose private binfmt_misc) and the cache root. Its stamps are
+the stat of every host file it names (the image's root, the emulator, with the same key as
+engines/emulator.py's verification so a modified qemu is verified again, the tagged copies, bwrap)
+and of xarch's own engine code (an upgrade or an edit makes new plans).
+
+The compiled launcher (execlauncher.go, `xrun exec --launcher`) reads the same plans: it computes
+the same key, checks the same stamps and runs the same command line, so a passing run starts no
+Python at all. A stale or missing
 plan simply means the slow path runs again and rewrites it; plans are written by atomic rename.
 """
 
@@ -34,7 +38,7 @@ from typing import Any
 
 from .. import paths
 
-FORMAT = 1
+FORMAT = 2                  # execlauncher.go reads plans too: its planFormat is this
 SECCOMP = "{seccomp}"       # stands in head for the seccomp fd's number, which is the run's own
 
 
@@ -124,20 +128,20 @@ def header_kind(path: str) -> str | None:
     return f"{head[:16].hex()}:{machine}:{flags:x}:{interp}"
 
 
-def _code_stamp() -> list[Any]:
-    """The stat of the code a plan comes from: xarch's engines and its exec modules."""
+def code_files() -> list[str]:
+    """The code a plan comes from (xarch's engines and its exec modules): stamped in every plan."""
     here = os.path.dirname(os.path.abspath(__file__))
     top = os.path.dirname(here)
-    files = sorted(e.path for e in os.scandir(here) if e.name.endswith(".py"))
-    files += [os.path.join(top, n) for n in ("__init__.py", "execwrap.py", "execview.py")]
-    return [paths.stat_key(f)[1:5] for f in files]
+    files = sorted(e.path for e in os.scandir(here) if e.name.endswith((".py", ".go")))
+    return files + [os.path.join(top, n) for n in ("__init__.py", "execwrap.py", "execview.py")]
 
 
 def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, str]:
     """Where the plan of this launch is, and its whole key (kept in the plan: a file name is only a
-    64-bit digest of it, and zlib's crc32 loads faster than hashlib's OpenSSL)."""
-    key = json.dumps([FORMAT, image, profile, kind, os.getuid(), os.getgid(), paths.boot_id(), str(cache),
-                      _code_stamp()])
+    64-bit digest of it, and zlib's crc32 loads faster than hashlib's OpenSSL). execlauncher.go
+    computes the same: keep the two in step."""
+    key = "\0".join([str(FORMAT), image, profile, kind, str(os.getuid()), str(os.getgid()), paths.boot_id(),
+                     str(cache)])
     raw = key.encode()
     return cache / "exec" / f"{zlib.crc32(raw):08x}{zlib.crc32(raw[::-1]):08x}.json", key
 
@@ -145,7 +149,7 @@ def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, st
 def save(where: tuple[Path, str], plan: Mapping[str, Any], stamped: Sequence[str]) -> None:
     """Write a plan (atomically: concurrent test binaries may write the same one)."""
     path, key = where
-    data = {**plan, "key": key, "stamps": [paths.stat_key(p) for p in dict.fromkeys(stamped)]}
+    data = {**plan, "key": key, "stamps": [paths.stat_key(p) for p in dict.fromkeys([*stamped, *code_files()])]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(data))

@@ -269,16 +269,7 @@ class CellLimits:
         if self._nproc is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (self._nproc, self._nproc))
 
-    def _mechanism(self, ctrl: str, rlimit: str, why_not: str | None) -> str:
-        if ctrl in self._dirs:
-            return f"cgroup v{self._dirs[ctrl][0].version}"
-        return rlimit if why_not is None else f"not enforced: {why_not}"
-
     def outcome(self) -> LimitOutcome:
-        from ..model import LimitOutcome
-        from ..plan import Limits
-
-        lim = Limits(memory=self.limits.memory, pids=self.limits.pids, output=self.limits.output)
         oom = pids_hit = False
         peak = None
         if "memory" in self._dirs:
@@ -287,13 +278,8 @@ class CellLimits:
             peak = _int(_read(d / ("memory.peak" if c.version == 2 else "memory.max_usage_in_bytes")))
         if "pids" in self._dirs:
             pids_hit = _pids_refusals(self._dirs["pids"][1]) > 0
-        pid_why = None if self._nproc is not None or "pids" in self._dirs else (
-            "no writable cgroup, and RLIMIT_NPROC does not apply to uid 0")
-        mechs = {self._mechanism(c, "rlimit", None) for c in ("memory", "pids")}
-        return LimitOutcome(limits=lim, memory_by=self._mechanism("memory", "RLIMIT_DATA", None),
-                            pids_by=self._mechanism("pids", "RLIMIT_NPROC, per user", pid_why),
-                            mechanism=" + ".join(sorted(mechs)), oom_killed=oom, pids_hit=pids_hit,
-                            memory_peak=peak)
+        return outcome_of(self.limits, {ctrl: c.version for ctrl, (c, _d) in self._dirs.items()},
+                          self._nproc is not None, oom, pids_hit, peak)
 
     def close(self) -> None:
         for fd in self._fds:
@@ -302,6 +288,27 @@ class CellLimits:
         self._fds.clear()
         for d in {d for _c, d in self._dirs.values()}:
             _empty_and_rmdir(d)
+
+
+def outcome_of(limits: LimitNumbers, cgroups: dict[str, int], nproc: bool, oom: bool, pids_hit: bool,
+               peak: int | None) -> LimitOutcome:
+    """What held a cell's limits and what struck, worded: `cgroups` is controller -> cgroup version of
+    the cell's own cgroups, `nproc` whether RLIMIT_NPROC was set (CellLimits, or the compiled
+    launcher's record of its run: engines/execlauncher.go)."""
+    from ..model import LimitOutcome
+    from ..plan import Limits
+
+    def mechanism(ctrl: str, rlimit: str, why_not: str | None) -> str:
+        if ctrl in cgroups:
+            return f"cgroup v{cgroups[ctrl]}"
+        return rlimit if why_not is None else f"not enforced: {why_not}"
+
+    lim = Limits(memory=limits.memory, pids=limits.pids, output=limits.output)
+    pid_why = None if nproc or "pids" in cgroups else "no writable cgroup, and RLIMIT_NPROC does not apply to uid 0"
+    mechs = {mechanism(c, "rlimit", None) for c in ("memory", "pids")}
+    return LimitOutcome(limits=lim, memory_by=mechanism("memory", "RLIMIT_DATA", None),
+                        pids_by=mechanism("pids", "RLIMIT_NPROC, per user", pid_why),
+                        mechanism=" + ".join(sorted(mechs)), oom_killed=oom, pids_hit=pids_hit, memory_peak=peak)
 
 
 def _field(text: str, key: str) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,24 @@ def _go_test(go_bin: Path, goarm: str, exec_cmd: str | None, extra_path: str = "
 
 def _xrun() -> str:
     return f"{sys.executable} -m xarch exec"
+
+
+@pytest.fixture(params=["python", "launcher"])
+def way(request: pytest.FixtureRequest) -> Callable[..., list[str]]:
+    """How `xrun exec` is started, with options: the Python command, or the compiled launcher
+    (`xrun exec --launcher`, which hands Python what it does not do itself): both must behave alike."""
+    def argv(*options: str) -> list[str]:
+        if request.param == "python":
+            return [sys.executable, "-m", "xarch", "exec", *options]
+        p = run_xrun(["exec", "--launcher", *options], env={"PYTHONPATH": str(ROOT)})
+        assert p.returncode == 0, p.stderr
+        return shlex.split(p.stdout)
+    return argv
+
+
+def _exec(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=ROOT, text=True, capture_output=True, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(autouse=True)
@@ -88,13 +109,13 @@ def _tree(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def test_go_test_sees_the_module_writes_a_scratch_copy_and_gets_coverage_and_profiles(go_bin, tmp_path):
+def test_go_test_sees_the_module_writes_a_scratch_copy_and_gets_coverage_and_profiles(go_bin, tmp_path, way):
     mod = _module_copy(tmp_path)
     before = _tree(mod)
     env = {**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
            "GOPROXY": "off", "GOFLAGS": "-count=1", "MY_FLAG": "1", "MY_SECRET_TOKEN": "hunter2",
            "PATH": f"{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run([str(go_bin), "test", "-v", "-exec", _xrun(), "-cover", "-coverprofile=c.out",
+    r = subprocess.run([str(go_bin), "test", "-v", "-exec", shlex.join(way()), "-cover", "-coverprofile=c.out",
                         "-cpuprofile=cpu.out", "./pkg"], cwd=mod, env=env, text=True, capture_output=True,
                        timeout=600)
     out = r.stdout + r.stderr
@@ -110,7 +131,7 @@ def test_go_test_sees_the_module_writes_a_scratch_copy_and_gets_coverage_and_pro
     assert set(after) - set(before) <= {"c.out", "cpu.out", "pkg.test"}, set(after) - set(before)
 
 
-def test_exec_env_controls(tmp_path, go_bin):
+def test_exec_env_controls(tmp_path, go_bin, way):
     out = tmp_path / "probe"
     subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
                    env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
@@ -120,25 +141,26 @@ def test_exec_env_controls(tmp_path, go_bin):
     def seen_in(p: subprocess.CompletedProcess[str]) -> dict[str, str]:
         return {k: v for k, _, v in (ln.partition("=") for ln in p.stdout.splitlines()) if v}
 
-    p = run_xrun(["exec", str(out), "env", *names], env=env)
+    p = _exec([*way(), str(out), "env", *names], env=env)
     seen = seen_in(p)
     assert p.returncode == 0, p.stderr
     assert seen.get("MY_FLAG") == "1" and seen.get("LANG") == "C.UTF-8" and "GITHUB_TOKEN" not in seen
     assert seen["HOME"] == "/tmp/home" and os.environ["PATH"] != seen["PATH"]
-    p = run_xrun(["exec", "--no-env", "--env", "GITHUB_TOKEN", "--env", "X=1", str(out), "env", *names], env=env)
+    p = _exec([*way("--no-env", "--env", "GITHUB_TOKEN", "--env", "X=1"), str(out), "env", *names], env=env)
     seen = seen_in(p)
     assert "MY_FLAG" not in seen and seen.get("GITHUB_TOKEN") == "x" and seen.get("X") == "1"
 
 
-def test_go_runtime_cpu_refusal_is_a_verdict_in_exec_mode(tmp_path, go_bin):
+def test_go_runtime_cpu_refusal_is_a_verdict_in_exec_mode(tmp_path, go_bin, way):
     out = tmp_path / "probe-v3"
     subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
                    env={**os.environ, "GOOS": "linux", "GOARCH": "amd64", "GOAMD64": "v3", "CGO_ENABLED": "0"})
-    p = run_xrun(["exec", "--profile", "x86-64-v2-vm", str(out)])
+    _exec([*way("--profile", "x86-64-v2-vm"), str(out)])     # a launcher's first run of a kind is Python's
+    p = _exec([*way("--profile", "x86-64-v2-vm"), str(out)])
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert "v3 microarchitecture support" in p.stderr            # Go's own line still comes through
     assert "unsupported-cpu" in p.stderr and "GOAMD64=v2" in p.stderr, p.stderr
-    ok = run_xrun(["exec", "--profile", "x86-64-v3", str(out)])
+    ok = _exec([*way("--profile", "x86-64-v3"), str(out)])
     assert ok.returncode == 0 and "unsupported-cpu" not in ok.stderr
 
 
@@ -148,10 +170,14 @@ def test_wrappers_use_the_entry_point_skip_the_host_arch_and_work_in_a_module_wi
     p = run_xrun(["exec", "--install-wrappers", str(tmp_path / "bin"), "--profile", "pi3"])
     assert p.returncode == 0, p.stderr
     assert not (tmp_path / "bin" / f"go_linux_{host}_exec").exists()
-    assert f"go runs {host} test binaries on this {host} host itself" in p.stderr and "-exec '" in p.stderr
+    assert f"go runs {host} test binaries on this {host} host itself" in p.stderr
+    assert '-exec "$(xrun exec --launcher --image scratch --profile pi3' in p.stderr, p.stderr
     other = "arm64" if host != "arm64" else "amd64"
     text = (tmp_path / "bin" / f"go_linux_{other}_exec").read_text()
-    assert "-m runner" not in text and ("/xrun' exec" in text or "/xrun exec" in text or " -P -m xarch" in text)
+    launcher = shlex.split(text.splitlines()[-1])[1]       # exec LAUNCHER OPTIONS "$@"
+    assert Path(launcher).name == "xrun-exec" and "-m runner" not in text
+    xrun = json.loads(Path(f"{launcher}.json").read_text())["xrun"]     # how it starts xrun: the entry point
+    assert xrun[0].endswith("/xrun") or xrun[-3:] == ["-P", "-m", "xarch"], xrun
     mod = _module_copy(tmp_path)
     env = {**os.environ, "GOOS": "linux", "GOARCH": other, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
            "GOPROXY": "off", "GOFLAGS": "-count=1", "PYTHONPATH": "",
@@ -161,17 +187,19 @@ def test_wrappers_use_the_entry_point_skip_the_host_arch_and_work_in_a_module_wi
     assert r.returncode == 0 and "ok  \texample.com/gotestenv/runner" in r.stdout, r.stdout + r.stderr
 
 
-def test_a_test_needing_what_the_image_lacks_is_named_in_the_closing_line(go_bin, tmp_path):
+def test_a_test_needing_what_the_image_lacks_is_named_in_the_closing_line(go_bin, tmp_path, way):
     mod = _module_copy(tmp_path)
     env = {**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
            "GOPROXY": "off", "GOFLAGS": "-count=1", "RUN_SH": "1",
            "PATH": f"{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
-    bad = subprocess.run([str(go_bin), "test", "-exec", _xrun(), "-run", "TestShell", "./pkg"], cwd=mod, env=env,
+    subprocess.run([str(go_bin), "test", "-exec", shlex.join(way()), "-run", "TestShell", "./pkg"], cwd=mod, env=env,
+                   capture_output=True, timeout=600)       # the first run of a kind makes its plan
+    bad = subprocess.run([str(go_bin), "test", "-exec", shlex.join(way()), "-run", "TestShell", "./pkg"], cwd=mod, env=env,
                          text=True, capture_output=True, timeout=600)
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0, out
     assert 'xrun exec: image scratch has no sh: the program ran sh, which scratch lacks' in out, out
     assert "--image alpine" in out
-    ok = subprocess.run([str(go_bin), "test", "-v", "-exec", f"{_xrun()} --image alpine", "-run", "TestShell",
+    ok = subprocess.run([str(go_bin), "test", "-v", "-exec", shlex.join(way("--image", "alpine")), "-run", "TestShell",
                          "./pkg"], cwd=mod, env=env, text=True, capture_output=True, timeout=600)
     assert ok.returncode == 0 and "from-sh" in ok.stdout, ok.stdout + ok.stderr

@@ -7,6 +7,7 @@ that cannot import the checkout's `runner/`, on a matrix that uses alpine and di
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,3 +94,22 @@ def test_an_installed_xrun_runs_alpine_and_distroless_from_outside_the_checkout(
                        cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "4 cells: 4 ok" in r.stdout, r.stdout
+
+
+def test_an_installed_launcher_builds_from_the_wheel_and_runs_cached_launches(installed: Path, tmp_path: Path,
+                                                                               go_bin: Path) -> None:
+    """`xrun exec --launcher` compiles the Go source the wheel ships, and hands Python the installed xrun."""
+    probe = tmp_path / "probe"
+    subprocess.run([str(go_bin), "build", "-o", str(probe), "."], cwd=ROOT / "tests" / "fixtures" / "probe",
+                   check=True, env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+    env = {**os.environ, "PYTHONPATH": "", "XARCH_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([str(installed / "bin" / "xrun"), "exec", "--launcher", "--profile", "pi4"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    cmd = r.stdout.split()
+    assert json.loads(Path(f"{cmd[0]}.json").read_text())["xrun"] == [str(installed / "bin" / "xrun")]
+    for word, debug in (("first", ""), ("second", "1")):
+        p = subprocess.run([*cmd, str(probe), "print", word], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600, env={**env, "XARCH_LAUNCHER_DEBUG": debug})
+        assert (p.returncode, p.stdout) == (0, f"{word}\n"), p.stderr
+    assert "to xrun exec" not in p.stderr, p.stderr         # the second run: the launcher's own
