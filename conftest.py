@@ -62,6 +62,15 @@ class XrunResult:
         return next(b for b in self.report["builds"] if b["target"] == target)
 
 
+@pytest.fixture(scope="session")
+def probe_arm64(tmp_path_factory: pytest.TempPathFactory, go_bin: Path) -> Path:
+    """The probe fixture program built for linux/arm64 (static): exec mode's tests run it under qemu."""
+    out = tmp_path_factory.mktemp("probe-arm64") / "probe"
+    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
+                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+    return out
+
+
 def run_xrun(args: list[str], cwd: Path | None = None, timeout: float = 600,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process (exit codes, tracebacks and signals are the point)."""

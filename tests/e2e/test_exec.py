@@ -79,10 +79,8 @@ def test_installed_wrappers_are_picked_up_by_go_test(go_bin, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_exec_passes_args_stdin_stdout_and_exit_status(tmp_path, go_bin):
-    out = tmp_path / "probe"
-    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
-                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+def test_exec_passes_args_stdin_stdout_and_exit_status(tmp_path, probe_arm64):
+    out = probe_arm64
     p = run_xrun(["exec", str(out), "exit", "5"])
     assert p.returncode == 5 and p.stdout == "probe exiting 5\n"
     p = run_xrun(["exec", "--image", "scratch", str(out), "print", "a b"])
@@ -131,10 +129,8 @@ def test_go_test_sees_the_module_writes_a_scratch_copy_and_gets_coverage_and_pro
     assert set(after) - set(before) <= {"c.out", "cpu.out", "pkg.test"}, set(after) - set(before)
 
 
-def test_exec_env_controls(tmp_path, go_bin, way):
-    out = tmp_path / "probe"
-    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
-                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+def test_exec_env_controls(tmp_path, probe_arm64, way):
+    out = probe_arm64
     env = {**os.environ, "MY_FLAG": "1", "GITHUB_TOKEN": "x", "LANG": "C.UTF-8"}
     names = ["MY_FLAG", "LANG", "GITHUB_TOKEN", "HOME", "PATH", "X"]
 

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
-
 pytestmark = pytest.mark.e2e
 
 HEAVY = ("xarch.model", "xarch.plan", "xarch.artifact", "xarch.classify", "elftools", "rich", "jinja2",
          "dataclasses")
-
-
-@pytest.fixture(scope="module")
-def probe_arm64(tmp_path_factory: pytest.TempPathFactory, go_bin: Path) -> Path:
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
-                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
-    return out
 
 
 @pytest.mark.parametrize("image", ["scratch", "distroless-static:nonroot"])

@@ -13,17 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_xrun
+from conftest import ROOT, run_xrun
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory, go_bin: Path) -> Path:
-    out = tmp_path_factory.mktemp("probe") / "probe"
-    subprocess.run([str(go_bin), "build", "-o", str(out), "."], cwd=FIXTURES / "probe", check=True,
-                   env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
-    return out
+@pytest.fixture
+def probe(probe_arm64: Path) -> Path:
+    return probe_arm64
 
 
 def launcher(*options: str) -> list[str]:
@@ -91,11 +88,11 @@ def _python_argv(binary: Path, args: list[str], cwd: Path, environ: dict[str, st
     return execplan.argv_of(plan, str(binary), args, str(cwd), view.binds, env, 3)
 
 
-CASES = [
+CASES = [        # @T@: the test's own tmp dir, outside the module
     ([], [], {}),
-    (["-test.coverprofile=c.out", "-test.outputdir", "/tmp/xarch-out-dir", "-test.cpuprofile=p/cpu.out"], [], {}),
-    (["-test.gocoverdir=/tmp/xarch-cover-dir", "-test.testlogfile", "../log.txt", "-test.trace="], [],
-     {"GOCOVERDIR": "/tmp/xarch-cover-dir2"}),
+    (["-test.coverprofile=c.out", "-test.outputdir", "@T@/out", "-test.cpuprofile=p/cpu.out"], [], {}),
+    (["-test.gocoverdir=@T@/cover", "-test.testlogfile", "../log.txt", "-test.trace="], [],
+     {"GOCOVERDIR": "@T@/cover2"}),
     (["x"], ["--no-env", "--env", "GITHUB_TOKEN", "--env", "X=1"], {"GITHUB_TOKEN": "t", "GOFLAGS": "-v"}),
     (["y"], ["--env=LANG"], {"MY_FLAG": "1", "AWS_SECRET": "s", "LD_PRELOAD": "/x.so", "LANG": "C"}),
 ]
@@ -104,6 +101,8 @@ CASES = [
 @pytest.mark.parametrize(("args", "options", "extra_env"), CASES)
 def test_the_launchers_command_line_is_pythons(probe: Path, tmp_path: Path, args: list[str], options: list[str],
                                               extra_env: dict[str, str]) -> None:
+    args = [a.replace("@T@", str(tmp_path)) for a in args]
+    extra_env = {k: v.replace("@T@", str(tmp_path)) for k, v in extra_env.items()}
     mod = tmp_path / "mod"
     (mod / "pkg" / "testdata" / "deep").mkdir(parents=True)
     (mod / "pkg" / "sub").mkdir()

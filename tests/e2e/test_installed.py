@@ -97,11 +97,9 @@ def test_an_installed_xrun_runs_alpine_and_distroless_from_outside_the_checkout(
 
 
 def test_an_installed_launcher_builds_from_the_wheel_and_runs_cached_launches(installed: Path, tmp_path: Path,
-                                                                               go_bin: Path) -> None:
+                                                                               probe_arm64: Path) -> None:
     """`xrun exec --launcher` compiles the Go source the wheel ships, and hands Python the installed xrun."""
-    probe = tmp_path / "probe"
-    subprocess.run([str(go_bin), "build", "-o", str(probe), "."], cwd=ROOT / "tests" / "fixtures" / "probe",
-                   check=True, env={**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0"})
+    probe = probe_arm64
     env = {**os.environ, "PYTHONPATH": "", "XARCH_CACHE_DIR": str(tmp_path / "cache")}
     r = subprocess.run([str(installed / "bin" / "xrun"), "exec", "--launcher", "--profile", "pi4"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600, env=env)
