@@ -455,12 +455,14 @@ class DockerEngine:
             dur = time.monotonic() - t0
             for r in readers:
                 r.join(timeout=10)
+            # a new name: the readers, if one still runs, keep feeding theirs
+            final = output if output.limited else _whole_log(c, output, run.limits.output)
             oom = False
             with contextlib.suppress(Exception):
                 c.reload()
                 oom = bool(c.attrs.get("State", {}).get("OOMKilled"))
-            return Outcome(code, output.out.text(), output.err.text(), dur, timed_out and not output.limited,
-                           oom_killed=oom, output_limited=output.limited)
+            return Outcome(code, final.out.text(), final.err.text(), dur, timed_out and not final.limited,
+                           oom_killed=oom, output_limited=final.limited)
         finally:
             if sock is not None:
                 close_sock(sock)
@@ -494,6 +496,19 @@ class DockerEngine:
             return int(r.get("StatusCode", -1)), True
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
             return None, True
+
+
+def _whole_log(c: Any, seen: proc.Output, limit: int) -> proc.Output:
+    """The exited container's log read whole, when it holds more than the streaming readers saw (a
+    reader whose stream failed or lagged under load: a flood past the output limit then looked like
+    `ok`); else what they saw."""
+    whole = proc.Output(limit)
+    try:
+        whole.feed(whole.out, c.logs(stdout=True, stderr=False))
+        whole.feed(whole.err, c.logs(stdout=False, stderr=True))
+    except Exception:       # the daemon went away: keep what the readers had
+        return seen
+    return whole if whole.out.total + whole.err.total > seen.out.total + seen.err.total else seen
 
 
 def _cache_dir() -> Path:
