@@ -46,7 +46,7 @@ _TEST_FLAG = re.compile(r"^--?test\.(\w+)(?:=(.*))?$")
 
 def rules() -> dict[str, object]:
     """The rules above as data: cached plans carry them to the compiled launcher
-    (engines/execlauncher.go), which applies them as cell_env and view_for do."""
+    (engines/launcher/), which applies them as cell_env and view_for do."""
     return {"deny_exact": sorted(DENY_EXACT), "deny_prefix": list(DENY_PREFIX), "deny_words": DENY_WORDS.pattern,
             "home": HOME_IN_CELL, "copy_limit": COPY_LIMIT, "dir_flags": list(_DIR_FLAGS),
             "file_flags": list(_FILE_FLAGS)}

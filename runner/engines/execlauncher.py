@@ -1,4 +1,4 @@
-"""The compiled launcher of `xrun exec` (execlauncher.go): built once per install with xarch's own Go toolchain.
+"""The compiled launcher of `xrun exec` (engines/launcher/*.go): built once per install with xarch's own Go toolchain.
 
 `go test -exec 'xrun exec'` starts Python once per test binary: some 40 ms of interpreter, imports
 and argument parsing before the sandbox starts, as much as a short test binary runs under qemu.
@@ -25,14 +25,21 @@ from .. import paths
 from ..errors import InfraError
 from . import execplan
 
-SOURCE = Path(__file__).with_name("execlauncher.go")
+SOURCE = Path(__file__).with_name("launcher")          # a Go module: go.mod and *.go, stdlib only
 NAME = "xrun-exec"
+
+
+def sources() -> list[Path]:
+    """The launcher's source files, in a fixed order."""
+    return sorted(p for p in SOURCE.iterdir() if p.suffix == ".go" or p.name == "go.mod")
 
 
 def _key(xrun: Sequence[str]) -> str:
     from ..toolchain import go_version
 
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256()
+    for f in sources():
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
     h.update(json.dumps([go_version(), execplan.FORMAT, list(xrun)]).encode())
     return h.hexdigest()[:16]
 
@@ -53,12 +60,12 @@ def launcher(xrun: Sequence[str]) -> Path:
         if exe.is_file():
             return exe
         with tempfile.TemporaryDirectory(prefix=".build-", dir=where) as d:
-            (Path(d) / "main.go").write_bytes(SOURCE.read_bytes())
+            for f in sources():
+                (Path(d) / f.name).write_bytes(f.read_bytes())
             env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-trimpath", "GOWORK": "off", "GO111MODULE": "on",
                    "GOTOOLCHAIN": "local", "GOPROXY": "off"}
             for k in ("GOOS", "GOARCH", "GOAMD64", "GOARM", "GOARM64"):     # the host's own
                 env.pop(k, None)
-            (Path(d) / "go.mod").write_text("module xarch/launcher\n\ngo 1.21\n")
             r = proc.run([os.path.join(go_bin_dir(), "go"), "build", "-ldflags=-s -w", "-o", NAME, "."], cwd=d,
                          env=env, timeout=600)
             if r.returncode != 0:

@@ -18,7 +18,7 @@ the stat of every host file it names (the image's root, the emulator, with the s
 engines/emulator.py's verification so a modified qemu is verified again, the tagged copies, bwrap)
 and of xarch's own engine code (an upgrade or an edit makes new plans).
 
-The compiled launcher (execlauncher.go, `xrun exec --launcher`) reads the same plans: it computes
+The compiled launcher (engines/launcher/, `xrun exec --launcher`) reads the same plans: it computes
 the same key, checks the same stamps and runs the same command line, so a passing run starts no
 Python at all. A stale or missing
 plan simply means the slow path runs again and rewrites it; plans are written by atomic rename.
@@ -38,7 +38,7 @@ from typing import Any
 
 from .. import paths
 
-FORMAT = 2                  # execlauncher.go reads plans too: its planFormat is this
+FORMAT = 2                  # the compiled launcher reads plans too: its planFormat (launcher/main.go) is this
 SECCOMP = "{seccomp}"       # stands in head for the seccomp fd's number, which is the run's own
 
 
@@ -132,14 +132,14 @@ def code_files() -> list[str]:
     """The code a plan comes from (xarch's engines and its exec modules): stamped in every plan."""
     here = os.path.dirname(os.path.abspath(__file__))
     top = os.path.dirname(here)
-    files = sorted(e.path for e in os.scandir(here) if e.name.endswith((".py", ".go")))
+    files = sorted(e.path for e in os.scandir(here) if e.name.endswith(".py"))
     return files + [os.path.join(top, n) for n in ("__init__.py", "execwrap.py", "execview.py")]
 
 
 def plan_key(cache: Path, image: str, profile: str, kind: str) -> tuple[Path, str]:
     """Where the plan of this launch is, and its whole key (kept in the plan: a file name is only a
-    64-bit digest of it, and zlib's crc32 loads faster than hashlib's OpenSSL). execlauncher.go
-    computes the same: keep the two in step."""
+    64-bit digest of it, and zlib's crc32 loads faster than hashlib's OpenSSL). The launcher
+    (launcher/plan.go) computes the same: keep the two in step."""
     key = "\0".join([str(FORMAT), image, profile, kind, str(os.getuid()), str(os.getgid()), paths.boot_id(),
                      str(cache)])
     raw = key.encode()

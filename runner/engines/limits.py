@@ -294,7 +294,7 @@ def outcome_of(limits: LimitNumbers, cgroups: dict[str, int], nproc: bool, oom: 
                peak: int | None) -> LimitOutcome:
     """What held a cell's limits and what struck, worded: `cgroups` is controller -> cgroup version of
     the cell's own cgroups, `nproc` whether RLIMIT_NPROC was set (CellLimits, or the compiled
-    launcher's record of its run: engines/execlauncher.go)."""
+    launcher's record of its run: engines/launcher/run.go)."""
     from ..model import LimitOutcome
     from ..plan import Limits
 

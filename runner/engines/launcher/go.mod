@@ -1,0 +1,3 @@
+module xarch/launcher
+
+go 1.21
