@@ -114,7 +114,10 @@ def remembered(kind: str, files: Sequence[str], extra: str, compute: Callable[[]
     import zlib
 
     key = json.dumps([kind, extra, [stat_key(f) for f in files], boot_id()])
-    where = cache_dir() / "probes" / f"{kind}-{zlib.crc32(key.encode()):08x}.json"
+    # named by what is asked, not by the stats: a rebuilt binary or an upgraded qemu overwrites its
+    # old answer instead of leaving it behind
+    slot = json.dumps([kind, extra, list(files)])
+    where = cache_dir() / "probes" / f"{kind}-{zlib.crc32(slot.encode()):08x}.json"
     try:
         got = json.loads(where.read_text())
         if got.get("key") == key:

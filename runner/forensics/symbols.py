@@ -17,7 +17,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from .. import proc, toolchain
+from .. import paths, proc, toolchain
 from ..errors import InfraError
 
 _STD_PREFIXES = ("runtime.", "internal/", "runtime/", "sync/atomic.", "syscall.", "internal.")
@@ -78,7 +78,9 @@ def _addr2line(path: str, mtime_ns: int, pc: int) -> tuple[str, str] | None:
     # the first use builds the tool into the Go build cache (~15 s once), then it takes ~0.1 s
     r = proc.run([go, "tool", "addr2line", path], stdin=f"{pc:#x}\n", env=env, timeout=180)
     lines = r.stdout.splitlines()
-    if r.returncode != 0 or len(lines) < 2 or lines[0].strip() in ("", "?"):
+    if r.returncode != 0:       # the tool failed (not "no such PC"): where() does not remember that
+        raise InfraError(f"go tool addr2line failed: {r.stderr.strip()[:200]}", toolchain.GO_FIX)
+    if len(lines) < 2 or lines[0].strip() in ("", "?"):
         return None
     return lines[0].strip(), lines[1].strip()
 
@@ -140,23 +142,39 @@ def _dwarf_line(path: str, pc: int) -> str | None:
 
 
 def where(path: str | os.PathLike[str], pc: int) -> Where:
-    """The function, file:line and origin of pc in the binary at path."""
+    """The function, file:line and origin of pc in the binary at path: remembered across runs while
+    the binary is the same file (a warm matrix's faulting cell asks again; `go tool addr2line` and
+    the symbol table scan cost ~0.1 s)."""
     p = str(path)
     try:
-        mtime = os.stat(p).st_mtime_ns
+        os.stat(p)
     except OSError:
         return Where(None, None, "unknown")
+
+    def compute() -> list[object]:
+        w, complete = _where(p, pc)
+        return [w.symbol, w.location, w.origin, complete]
+
+    got = paths.remembered("where", [p], f"{pc:#x} {_goroot_src()}", compute, keep=lambda v: bool(v[3]))
+    return Where(got[0], got[1], got[2])  # type: ignore[arg-type]
+
+
+def _where(p: str, pc: int) -> tuple[Where, bool]:
+    """where() computed, and whether it is complete (False when the Go toolchain could not be asked)."""
     symbol, is_go = _elf_symbol(p, pc)
     hit = None
+    complete = True
     if is_go:
         try:
-            hit = _addr2line(p, mtime, pc)
-        except InfraError:
-            hit = None
+            hit = _addr2line(p, os.stat(p).st_mtime_ns, pc)
+        except (InfraError, OSError):
+            hit, complete = None, False
     if hit is not None:
         func, fileline = hit
         file = fileline.rsplit(":", 1)[0]
-        return Where(func, short_path(fileline), origin_of(func, file))
+        return Where(func, short_path(fileline), origin_of(func, file)), complete
     loc = _dwarf_line(p, pc) if symbol else None
+    if not complete:        # pclntab could not be asked: the names say whose code it is
+        return Where(symbol, loc, origin_of(symbol, loc.rsplit(":", 1)[0] if loc else None)), False
     # a Go binary's PC outside pclntab is C linked through cgo; a program not built by Go is "native"
-    return Where(symbol, loc, ("cgo-c" if is_go else "native") if symbol else "unknown")
+    return Where(symbol, loc, ("cgo-c" if is_go else "native") if symbol else "unknown"), complete
