@@ -113,8 +113,12 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path
                          f"and never calls that wrapper, so a CPU profile for {goarch} needs "
                          f"`go test -exec \"$(xrun exec --launcher {opts})\" ./...`")
             continue
+        # the launcher lives in the cache: when that was wiped, xrun itself runs the binary (and a later
+        # `xrun exec --launcher` or --install-wrappers builds the launcher again)
         p.write_text("#!/bin/sh\n# written by `xrun exec --install-wrappers`: runs Go test binaries in an "
-                     "xarch cell\nexec " + " ".join(shlex.quote(x) for x in [*xrun, *options]) + ' "$@"\n')
+                     f"xarch cell\n[ -x {shlex.quote(xrun[0])} ] || exec "
+                     + " ".join(shlex.quote(x) for x in [*entry_point(), "exec", *options]) + ' "$@"\nexec '
+                     + " ".join(shlex.quote(x) for x in [*xrun, *options]) + ' "$@"\n')
         p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         out.append(p)
     return out, notes

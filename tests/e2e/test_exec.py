@@ -181,6 +181,12 @@ def test_wrappers_use_the_entry_point_skip_the_host_arch_and_work_in_a_module_wi
     r = subprocess.run([str(go_bin), "test", "./runner"], cwd=mod, env=env, text=True, capture_output=True,
                        timeout=600)
     assert r.returncode == 0 and "ok  \texample.com/gotestenv/runner" in r.stdout, r.stdout + r.stderr
+    # the cache wiped under the wrapper (the launcher gone): xrun itself runs the tests
+    wrapper = tmp_path / "bin" / f"go_linux_{other}_exec"
+    wrapper.write_text(wrapper.read_text().replace(launcher, str(tmp_path / "gone" / "xrun-exec")))
+    r = subprocess.run([str(go_bin), "test", "./runner"], cwd=mod, env=env, text=True, capture_output=True,
+                       timeout=600)
+    assert r.returncode == 0 and "ok  \texample.com/gotestenv/runner" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_test_needing_what_the_image_lacks_is_named_in_the_closing_line(go_bin, tmp_path, way):
