@@ -127,8 +127,10 @@ def _writable_paths(args: Sequence[str], env: Mapping[str, str], cwd: Path,
             continue
         f = Path(value) if os.path.isabs(value) else outdir / value
         out.append((f, True) if _within(f, inside) or _within(cwd, f.parent) else (f.parent, False))
-    if env.get("GOCOVERDIR") and not _within(Path(env["GOCOVERDIR"]), inside):
-        out.append((Path(env["GOCOVERDIR"]), False))
+    if env.get("GOCOVERDIR"):       # relative: to the working directory, as go test means it
+        cover = cwd / env["GOCOVERDIR"]
+        if not _within(cover, inside):
+            out.append((cover, False))
     return [x for x in dict.fromkeys(out) if str(x[0]) != "/"]
 
 

@@ -230,15 +230,22 @@ def run_attached(argv: Sequence[str], *, timeout: float | None = None,
 
 
 def _copy_tail(src: IO[bytes], tail: bytearray, to: IO[str], keep: int = 64 << 10) -> None:
+    """Copy a child's pipe to our stream, keeping its tail. When our stream is gone (a reader that
+    quit: EPIPE), the pipe is closed, so the child meets the closed pipe as it would natively instead
+    of blocking on a full one."""
     out = getattr(to, "buffer", None)
     fd = src.fileno()
     while chunk := os.read(fd, 1 << 16):
-        if out is not None:
-            out.write(chunk)
-            out.flush()
         tail += chunk
         if len(tail) > keep:
             del tail[: len(tail) - keep]
+        if out is not None:
+            try:
+                out.write(chunk)
+                out.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                src.close()
+                return
 
 
 def kill_tree(proc: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,3 +135,75 @@ def test_the_launchers_command_line_is_pythons(probe: Path, tmp_path: Path, args
     go_scratch = home.removesuffix("/home")
     assert [a.replace(go_scratch, "<scratch>") for a in go] == [a.replace(str(scratch), "<scratch>") for a in py]
     assert not Path(go_scratch).exists()       # removed after the run
+
+
+def _both(cmd_options: list[str]) -> list[tuple[str, list[str]]]:
+    return [("python", [sys.executable, "-m", "xarch", "exec", *cmd_options]), ("launcher", launcher(*cmd_options))]
+
+
+def test_only_stdio_reaches_the_binary_not_what_the_wrapper_inherited(probe: Path, tmp_path: Path) -> None:
+    """A shell redirection or go test's own descriptors stay outside (Popen's close_fds, and the launcher's)."""
+    leak = tmp_path / "host-file"
+    leak.write_text("secret")
+    for way, cmd in _both(["--profile", "pi4"]):
+        _run([*cmd, str(probe), "print", "warm"], tmp_path)
+        fd = os.open(leak, os.O_RDWR)
+        try:
+            p = _run([*cmd, str(probe), "fds"], tmp_path, pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        assert p.returncode == 0, (way, p.stderr)
+        fds = {line.split()[0] for line in p.stdout.splitlines()}
+        assert fds <= {"0", "1", "2"} and str(leak) not in p.stdout, (way, p.stdout)
+
+
+def test_a_symlinked_working_directory_is_the_physical_one_on_both_paths(probe: Path, tmp_path: Path) -> None:
+    """go test sets PWD to the package dir as it was reached: through a symlink, that is not getcwd()."""
+    real = tmp_path / "real"
+    (real / "pkg").mkdir(parents=True)
+    (real / "go.mod").write_text("module example.com/m\n")
+    (tmp_path / "link").symlink_to(real)
+    logical = tmp_path / "link" / "pkg"
+    cmd = launcher("--profile", "pi4")
+    _run([*cmd, str(probe), "print", "warm"], tmp_path)
+    p = subprocess.run([*cmd, str(probe), "print", "x"], cwd=logical, text=True, capture_output=True, timeout=300,
+                       env={**os.environ, "PWD": str(logical), "XARCH_LAUNCHER_DEBUG": "argv"})
+    go = json.loads(p.stdout)
+    assert go[go.index("--chdir") + 1] == str(real / "pkg"), go
+    binds = [go[i + 1:i + 3] for i, a in enumerate(go) if a in ("--bind", "--ro-bind")]
+    assert [str(real), str(real)] in binds and not any(str(tmp_path / "link") in " ".join(b) for b in binds), binds
+
+
+def test_a_reader_that_quits_ends_the_run_as_natively(probe: Path, tmp_path: Path) -> None:
+    """`| head`: the binary meets the closed pipe (SIGPIPE), nothing hangs, nothing is left behind."""
+    for way, cmd in _both(["--profile", "pi4", "--timeout", "60"]):
+        _run([*cmd, str(probe), "print", "warm"], tmp_path)
+        t = time.monotonic()
+        p = subprocess.run(f"{shlex.join([*cmd, str(probe), 'lines', '2000000'])} | head -c 20; "
+                           "echo \" rc=${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash", cwd=tmp_path,
+                           text=True, capture_output=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert p.stdout.startswith("line 0\nline 1\n"), (way, p.stdout, p.stderr)
+        assert time.monotonic() - t < 50 and " rc=124" not in p.stdout, (way, p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr, (way, p.stderr)
+
+
+def test_timeout_wording_sigterm_and_a_failed_hand_over(probe: Path, tmp_path: Path) -> None:
+    cmd = launcher("--profile", "pi4", "--timeout", "0.123456789")
+    _run([*cmd, str(probe), "print", "warm"], tmp_path)
+    p = _run([*cmd, str(probe), "sleep"], tmp_path)
+    assert p.returncode == 124 and "timeout after 0.123457s in" in p.stderr, p.stderr   # Python's {:g}
+    # SIGTERM: the tree is killed, the launcher cleans up and dies by the signal
+    cmd = launcher("--profile", "pi4")
+    sleeper = subprocess.Popen([*cmd, str(probe), "sleep"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    os.kill(sleeper.pid, signal.SIGTERM)
+    assert sleeper.wait(timeout=30) == -signal.SIGTERM
+    assert not list(Path(tempfile.gettempdir()).glob(f"xarch-exec-{sleeper.pid}-*"))
+    # a launcher that cannot start xrun to explain an exit still returns the binary's status
+    lone = tmp_path / "lone" / "xrun-exec"
+    lone.parent.mkdir()
+    shutil.copy2(cmd[0], lone)           # without its config beside it
+    p = _run([str(lone), *cmd[1:], str(probe), "exit", "5"], tmp_path)
+    assert p.returncode == 5 and p.stdout == "probe exiting 5\n", p.stderr

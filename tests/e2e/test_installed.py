@@ -25,12 +25,20 @@ pytestmark = pytest.mark.e2e
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel built from this checkout (dependencies from the current venv's
     site-packages, so no download is needed beyond what setup already fetched)."""
+    from filelock import FileLock
+
     base = tmp_path_factory.mktemp("installed")
-    wheels = base / "wheels"
-    # the way a user's pip builds it: an isolated build with the pyproject's own build requirements
-    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    # one wheel for every xdist worker: two setuptools builds in one source tree race on its build/
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent      # this run's directory, above the workers' own
+    wheels = shared / "xarch-wheel"
+    with FileLock(str(shared / "xarch-wheel.lock")):
+        if not list(wheels.glob("xarch-*.whl")):
+            # the way a user's pip builds it: an isolated build with the pyproject's own build requirements
+            r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)],
+                               capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0, r.stderr
     [wheel] = wheels.glob("xarch-*.whl")
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)

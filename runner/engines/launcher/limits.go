@@ -243,7 +243,7 @@ func newLimits(memory, pids int64) *cellLimits {
 }
 
 // preexecArgs is what the child runs first: this program again, which joins the limits and execs.
-func (cl *cellLimits) preexecArgs() []string {
+func (cl *cellLimits) preexecArgs(keep int) []string {
 	seen := map[string]bool{}
 	var procs []string
 	for _, ctrl := range []string{"memory", "pids"} {
@@ -252,7 +252,8 @@ func (cl *cellLimits) preexecArgs() []string {
 			procs = append(procs, filepath.Join(d, "cgroup.procs"))
 		}
 	}
-	return []string{preexecMark, strings.Join(procs, "\x01"), strconv.FormatInt(cl.data, 10), strconv.FormatInt(cl.nproc, 10), "--"}
+	return []string{preexecMark, strings.Join(procs, "\x01"), strconv.FormatInt(cl.data, 10), strconv.FormatInt(cl.nproc, 10),
+		strconv.Itoa(keep), "--"}
 }
 
 func field(text, key string) int64 {
@@ -315,8 +316,21 @@ func (cl *cellLimits) close() {
 
 // preexec runs in the child, before the sandbox: join the cgroups, or set the rlimits, then exec.
 func preexec(a []string) {
-	if len(a) < 5 || a[3] != "--" {
+	if len(a) < 6 || a[4] != "--" {
 		os.Exit(3)
+	}
+	// only stdio and the fds the launcher handed on reach the sandbox (Popen's close_fds): what the
+	// launcher itself inherited (go test's, a shell's redirections) is closed at exec
+	keep, _ := strconv.Atoi(a[3])
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, e := range ents {
+			if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= 3+keep {
+				syscall.CloseOnExec(fd)
+			}
+		}
+	} else {
+		fmt.Fprintf(os.Stderr, "xrun exec: cannot list the open files (%v)\n", err)
+		os.Exit(125)
 	}
 	if a[0] != "" {
 		for _, p := range strings.Split(a[0], "\x01") {
@@ -326,13 +340,15 @@ func preexec(a []string) {
 			}
 		}
 	}
-	if n, _ := strconv.ParseUint(a[1], 10, 64); n > 0 {
-		syscall.Setrlimit(syscall.RLIMIT_DATA, &syscall.Rlimit{Cur: n, Max: n})
+	for i, res := range []int{syscall.RLIMIT_DATA, 6 /* RLIMIT_NPROC */} {
+		if n, _ := strconv.ParseUint(a[1+i], 10, 64); n > 0 {
+			if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: n, Max: n}); err != nil {
+				fmt.Fprintf(os.Stderr, "xrun exec: cannot set the cell's rlimit %d to %d: %v\n", res, n, err)
+				os.Exit(125)
+			}
+		}
 	}
-	if n, _ := strconv.ParseUint(a[2], 10, 64); n > 0 {
-		syscall.Setrlimit(6 /* RLIMIT_NPROC */, &syscall.Rlimit{Cur: n, Max: n})
-	}
-	argv := a[4:]
+	argv := a[5:]
 	exe := argv[0]
 	if !strings.Contains(exe, "/") {
 		if p, err := exec.LookPath(exe); err == nil {

@@ -22,10 +22,13 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 const planFormat = "2" // execplan.FORMAT
@@ -85,6 +88,9 @@ func main() {
 		preexec(os.Args[2:])
 		return
 	}
+	// a closed stdout or stderr is an EPIPE to handle, not a SIGPIPE that kills this launcher before
+	// it cleans up (a handled signal is back to its default in the children)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(run())
 }
 
@@ -143,7 +149,7 @@ func parse(argv []string) (options, bool) {
 		if strings.HasPrefix(a, name+"=") {
 			return a[len(name)+1:], true
 		}
-		if i+1 < len(argv) {
+		if i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") { // argparse refuses a value like an option
 			i++
 			return argv[i], true
 		}
@@ -157,8 +163,7 @@ func parse(argv []string) (options, bool) {
 		}
 		switch {
 		case a == "--":
-			i++
-			goto binary
+			return o, false // argparse's own rules for it: Python's
 		case name == "--image" || name == "--profile" || name == "--timeout" || name == "--env":
 			v, ok := value(name)
 			if !ok {
@@ -173,8 +178,8 @@ func parse(argv []string) (options, bool) {
 				o.envItems = append(o.envItems, v)
 			case "--timeout":
 				t, err := strconv.ParseFloat(v, 64)
-				if err != nil || t <= 0 {
-					return o, false // Python says what is wrong with it
+				if !plainNumber.MatchString(v) || err != nil || t <= 0 || t > 1e9 {
+					return o, false // Python says what is wrong with it (or what 0, inf or 1e300 mean)
 				}
 				o.timeout, o.hasTimeout = t, true
 			}
@@ -194,18 +199,31 @@ binary:
 	return o, true
 }
 
+var plainNumber = regexp.MustCompile(`^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$`)
+
+// physicalCwd is os.getcwd(): the kernel's, not $PWD (go test sets PWD to a path that may pass
+// through a symlink).
+func physicalCwd() (string, error) { return syscall.Getwd() }
+
 func run() int {
 	fallbackArgs = os.Args[1:]
 	o, ok := parse(os.Args[1:])
 	if !ok {
 		return slow("options it does not handle")
 	}
-	abs, err := filepath.Abs(o.binary)
+	cwd, err := physicalCwd()
 	if err != nil {
-		return slow("binary path")
+		return slow("no working directory")
+	}
+	abs := o.binary // Path.resolve(): symlinks resolved before "..", not cleaned first
+	if !strings.HasPrefix(abs, "/") {
+		abs = cwd + "/" + abs
 	}
 	binaryPath, err := filepath.EvalSymlinks(abs)
 	if err != nil {
+		return slow("binary path")
+	}
+	if binaryPath, err = filepath.Abs(binaryPath); err != nil {
 		return slow("binary path")
 	}
 	cache, err := cacheDir()
@@ -219,10 +237,6 @@ func run() int {
 	p, bad := loadPlan(cache, o.image, o.profile, kind)
 	if p == nil {
 		return slow(bad)
-	}
-	cwd, err := os.Getwd()
-	if err != nil {
-		return slow("no working directory")
 	}
 	env := cellEnv(os.Environ(), o.envItems, o.noEnv, p.View)
 	removeStaleTmpdirs()
@@ -238,6 +252,11 @@ func run() int {
 	rc, rec := launch(p, binaryPath, o, cwd, binds, env)
 	if rec == nil {
 		os.RemoveAll(scratch)
+		if reraise != 0 {
+			signal.Reset(reraise)
+			syscall.Kill(os.Getpid(), reraise)
+			time.Sleep(time.Second)
+		}
 		return rc
 	}
 	// the exit needs explaining: Python's classifier, with this run's facts (it removes the scratch dir)
@@ -258,34 +277,57 @@ func run() int {
 		return rc
 	}
 	fallbackArgs = nil
-	return toPython("--explain-exit", recPath)
+	toPython("--explain-exit", recPath) // returns only when xrun could not be started: the status stands
+	os.RemoveAll(scratch)
+	return rc
 }
 
 // ---- where things are (paths.py) ----
 
+// cacheDir is paths.cache_dir, as pathlib spells it (".." kept: the plan's key is that string).
 func cacheDir() (string, error) {
 	if v := os.Getenv("XARCH_CACHE_DIR"); v != "" {
 		if strings.HasPrefix(v, "~") {
 			return "", errors.New("~ in XARCH_CACHE_DIR") // Python expands it
 		}
-		return filepath.Abs(v)
+		if strings.HasPrefix(v, "/") {
+			return pnorm(v), nil
+		}
+		cwd, err := physicalCwd()
+		if err != nil {
+			return "", err
+		}
+		return pjoin(cwd, v), nil
 	}
-	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "xarch"), nil
+	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && strings.HasPrefix(x, "/") {
+		return pjoin(x, "xarch"), nil
 	}
 	home := os.Getenv("HOME")
-	if home == "" {
-		return "", errors.New("no HOME")
+	if home == "" || !strings.HasPrefix(home, "/") {
+		return "", errors.New("no absolute HOME") // Python asks the password database
 	}
-	return filepath.Join(home, ".cache", "xarch"), nil
+	return pjoin(home, ".cache/xarch"), nil
 }
 
+// tempDir is tempfile.gettempdir: the first of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp that
+// is a writable directory, made absolute and normalised (os.path.abspath).
 func tempDir() string {
-	for _, k := range []string{"TMPDIR", "TEMP", "TMP"} { // tempfile.gettempdir's order
+	cands := []string{}
+	for _, k := range []string{"TMPDIR", "TEMP", "TMP"} {
 		if v := os.Getenv(k); v != "" {
-			if st, err := os.Stat(v); err == nil && st.IsDir() {
-				return v
+			cands = append(cands, v)
+		}
+	}
+	for _, d := range append(cands, "/tmp", "/var/tmp", "/usr/tmp") {
+		if !strings.HasPrefix(d, "/") {
+			cwd, err := physicalCwd()
+			if err != nil {
+				continue
 			}
+			d = cwd + "/" + d
+		}
+		if writableDir(d) {
+			return filepath.Clean(d)
 		}
 	}
 	return "/tmp"

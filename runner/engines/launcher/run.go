@@ -74,7 +74,7 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 		json.NewEncoder(os.Stdout).Encode(sandbox)
 		return 0, nil
 	}
-	argv := append(append([]string{self}, lim.preexecArgs()...), sandbox...)
+	argv := append(append([]string{self}, lim.preexecArgs(len(extra))...), sandbox...)
 	cmd := &exec.Cmd{Path: self, Args: argv, Stdin: os.Stdin, ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true}}
 	var errTail, outTail *tail
@@ -96,18 +96,14 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 		}
 		*s.to = pw
 		copies.Add(1)
-		go func(f *os.File, pr *os.File) { // streamed as it comes, and its tail kept
-			defer copies.Done()
-			io.Copy(io.MultiWriter(f, t), pr)
-			pr.Close()
-		}(s.f, pr)
+		go copyTail(s.f, pr, t, &copies)
 		defer pw.Close()
 	}
-	// Ctrl-C kills the tree (status 130, as Python's KeyboardInterrupt); a SIGTERM, SIGHUP or go test's
-	// SIGQUIT at its -timeout ends the tree too, and then this process by that signal
+	// Ctrl-C kills the tree (status 130, as Python's KeyboardInterrupt); a SIGTERM or SIGHUP kills it
+	// and then this process by that signal, after cleaning up; go test's SIGQUIT at its -timeout ends
+	// it with status 131 (not Go's goroutine dump of this launcher)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	var got os.Signal
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "xrun exec: cannot start the sandbox: %v\n", err)
 		return 3, nil
@@ -120,28 +116,39 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 			pw.Close()
 		}
 	}
-	killTree := func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var timedOut, interrupted bool
+	// the timer and the signals kill the tree only while it runs: once reaped, its process group id
+	// may be another's
 	var mu sync.Mutex
+	var timedOut, reaped bool
+	var got os.Signal
+	killTree := func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if o.hasTimeout {
 		t := time.AfterFunc(time.Duration(o.timeout*float64(time.Second)), func() {
 			mu.Lock()
-			timedOut = true
-			mu.Unlock()
-			killTree()
+			defer mu.Unlock()
+			if !reaped {
+				timedOut = true
+				killTree()
+			}
 		})
 		defer t.Stop()
 	}
 	go func() {
 		for sg := range sigs {
 			mu.Lock()
-			interrupted, got = true, sg
+			if got == nil {
+				got = sg
+			}
+			if !reaped {
+				killTree()
+			}
 			mu.Unlock()
-			killTree()
 		}
 	}()
 	werr := cmd.Wait()
-	signal.Stop(sigs)
+	mu.Lock()
+	reaped = true
+	mu.Unlock()
 	waitCopies := make(chan struct{})
 	go func() { copies.Wait(); close(waitCopies) }()
 	select {
@@ -150,15 +157,17 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if interrupted {
-		killTree()
-		if sg, ok := got.(syscall.Signal); ok && sg != syscall.SIGINT {
-			return 128 + int(sg), nil
+	if got != nil {
+		switch sg := got.(syscall.Signal); sg {
+		case syscall.SIGINT:
+			return 130, nil
+		case syscall.SIGTERM, syscall.SIGHUP:
+			reraise = sg
 		}
-		return 130, nil
+		return 128 + int(got.(syscall.Signal)), nil
 	}
 	if timedOut {
-		fmt.Fprintf(os.Stderr, "xrun exec: timeout after %ss in %s; killed\n", strconv.FormatFloat(o.timeout, 'g', -1, 64), p.Cell)
+		fmt.Fprintf(os.Stderr, "xrun exec: timeout after %ss in %s; killed\n", pyG(o.timeout), p.Cell)
 		return 124, nil
 	}
 	rc := 0
@@ -186,3 +195,30 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	}
 	return rc, rec
 }
+
+// reraise is the signal this process dies by once it has cleaned up (SIGTERM, SIGHUP), as Python does.
+var reraise syscall.Signal
+
+// copyTail streams a pipe to this process's stdout or stderr and keeps its tail. When that output
+// is gone (a reader that quit: EPIPE), the pipe is closed, so the binary meets the closed pipe as it
+// would natively, and the run ends with its status.
+func copyTail(to, pr *os.File, t *tail, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer pr.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := pr.Read(buf)
+		if n > 0 {
+			t.Write(buf[:n])
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// pyG is Python's f"{x:g}": six significant digits, trailing zeros dropped.
+func pyG(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }

@@ -89,7 +89,10 @@ func cellEnv(environ []string, explicit []string, noEnv bool, r *viewRules) *env
 	host := map[string]string{}
 	out := newEnv()
 	for _, kv := range environ {
-		k, v, _ := strings.Cut(kv, "=")
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue // os.environ skips an entry without "="
+		}
 		if _, dup := host[k]; dup {
 			continue
 		}
@@ -233,8 +236,8 @@ func writablePaths(args []string, e *env, cwd, module string, r *viewRules) []wp
 			add(wpath{pparent(f), false})
 		}
 	}
-	if g, ok := e.get("GOCOVERDIR"); ok && g != "" && !within((pjoin(cwd, g)), inside) {
-		add(wpath{pnorm(g), false})
+	if g, ok := e.get("GOCOVERDIR"); ok && g != "" && !within(pjoin(cwd, g), inside) {
+		add(wpath{pjoin(cwd, g), false}) // relative: to the working directory, as go test means it
 	}
 	return out
 }
@@ -278,8 +281,15 @@ func copyFile(src, dst string, info fs.FileInfo) error {
 	return os.Chtimes(dst, info.ModTime(), info.ModTime())
 }
 
+// copyTree is shutil.copytree(symlinks=True): files as copyFile, and each directory's mode and times
+// copied last, deepest first (a read-only testdata/ stays read-only in the copy).
 func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
+	type dirInfo struct {
+		path string
+		info fs.FileInfo
+	}
+	var dirs []dirInfo
+	err := filepath.WalkDir(src, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -297,12 +307,21 @@ func copyTree(src, dst string) error {
 			}
 			return os.Symlink(l, to)
 		case info.IsDir():
-			return os.MkdirAll(to, info.Mode().Perm()|0o700)
+			dirs = append(dirs, dirInfo{to, info})
+			return os.MkdirAll(to, 0o700)
 		case info.Mode().IsRegular():
 			return copyFile(p, to, info)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		os.Chmod(dirs[i].path, dirs[i].info.Mode().Perm())
+		os.Chtimes(dirs[i].path, dirs[i].info.ModTime(), dirs[i].info.ModTime())
+	}
+	return nil
 }
 
 // viewFor is execview.view_for: the binds of a binary run from cwd with these args and environment.
