@@ -99,6 +99,11 @@ def _within(p: Path, d: Path) -> bool:
     return p == d or d in p.parents
 
 
+def _real(p: Path) -> Path:
+    """p with its symlinks resolved as far as it exists (os.path.realpath)."""
+    return Path(os.path.realpath(p))
+
+
 def _writable_paths(args: Sequence[str], env: Mapping[str, str], cwd: Path,
                     module: Path | None) -> list[tuple[Path, bool]]:
     """What go test expects the binary to write, from its -test.* flags and $GOCOVERDIR: (path, is a file).
@@ -119,17 +124,19 @@ def _writable_paths(args: Sequence[str], env: Mapping[str, str], cwd: Path,
     if not outdir.is_absolute():
         outdir = cwd / outdir
     out: list[tuple[Path, bool]] = []
+    # where a path really is decides (go test names the package dir as $PWD spells it, which may pass
+    # through a symlink); the bind keeps the path the binary was given
     for name, value in flags.items():
         if name in _DIR_FLAGS:
             d = Path(value) if os.path.isabs(value) else cwd / value
-            if not _within(d, inside) and not _within(cwd, d):
+            if not _within(_real(d), inside) and not _within(cwd, _real(d)):
                 out.append((d, False))
             continue
         f = Path(value) if os.path.isabs(value) else outdir / value
-        out.append((f, True) if _within(f, inside) or _within(cwd, f.parent) else (f.parent, False))
+        out.append((f, True) if _within(_real(f), inside) or _within(cwd, _real(f).parent) else (f.parent, False))
     if env.get("GOCOVERDIR"):       # relative: to the working directory, as go test means it
         cover = cwd / env["GOCOVERDIR"]
-        if not _within(cover, inside):
+        if not _within(_real(cover), inside):
             out.append((cover, False))
     return [x for x in dict.fromkeys(out) if str(x[0]) != "/"]
 
@@ -182,8 +189,8 @@ def view_for(cwd: Path, args: Sequence[str], env: Mapping[str, str], scratch: Pa
             if not path.parent.is_dir():
                 continue
             path.touch(exist_ok=True)       # a bind needs the file; the binary truncates it
-            if (scratch / "pkg").is_dir() and _within(path, cwd):     # and its mount point in the copy
-                rel = path.relative_to(cwd)
+            if (scratch / "pkg").is_dir() and _within(_real(path), cwd):     # and its mount point in the copy
+                rel = _real(path).relative_to(cwd)
                 (scratch / "pkg" / rel).parent.mkdir(parents=True, exist_ok=True)
                 (scratch / "pkg" / rel).touch(exist_ok=True)
         else:

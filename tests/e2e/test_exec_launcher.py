@@ -172,6 +172,20 @@ def test_a_symlinked_working_directory_is_the_physical_one_on_both_paths(probe: 
     assert go[go.index("--chdir") + 1] == str(real / "pkg"), go
     binds = [go[i + 1:i + 3] for i, a in enumerate(go) if a in ("--bind", "--ro-bind")]
     assert [str(real), str(real)] in binds and not any(str(tmp_path / "link") in " ".join(b) for b in binds), binds
+    # go test's own flags name the package dir as $PWD does: only the files it wants become writable,
+    # at the path it gave, and the launcher and Python agree
+    args = [f"-test.outputdir={logical}", "-test.cpuprofile=cpu.out", f"-test.coverprofile={logical}/c.out"]
+    env = {**os.environ, "PWD": str(logical)}
+    p = subprocess.run([*cmd, str(probe), *args], cwd=logical, text=True, capture_output=True, timeout=300,
+                       env={**env, "XARCH_LAUNCHER_DEBUG": "argv"})
+    go = json.loads(p.stdout)
+    writable = [go[i + 1:i + 3] for i, a in enumerate(go) if a == "--bind"]
+    assert [str(logical / "cpu.out")] * 2 in writable and [str(logical / "c.out")] * 2 in writable, writable
+    assert not any(b[0] in (str(logical), str(real / "pkg")) for b in writable), writable     # not the dir
+    (tmp_path / "py").mkdir()
+    py = _python_argv(probe, args, real / "pkg", env, [], False, tmp_path / "py")
+    home = go[go.index("/tmp/home") - 1].removesuffix("/home")
+    assert [a.replace(home, "<s>") for a in go] == [a.replace(str(tmp_path / "py"), "<s>") for a in py]
 
 
 def test_a_reader_that_quits_ends_the_run_as_natively(probe: Path, tmp_path: Path) -> None:

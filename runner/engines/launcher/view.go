@@ -174,6 +174,20 @@ func pnorm(p string) string {
 	return strings.Join(parts, "/")
 }
 
+// realpath is os.path.realpath: symlinks resolved as far as the path exists, the rest appended.
+func realpath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		if a, err := filepath.Abs(r); err == nil {
+			return a
+		}
+	}
+	parent := pparent(p)
+	if parent == p || p == "/" {
+		return pnorm(p)
+	}
+	return pjoin(realpath(parent), p[strings.LastIndexByte(p, '/')+1:])
+}
+
 func pparent(p string) string {
 	i := strings.LastIndexByte(p, '/')
 	if i <= 0 {
@@ -220,23 +234,25 @@ func writablePaths(args []string, e *env, cwd, module string, r *viewRules) []wp
 			out = append(out, w)
 		}
 	}
+	// where a path really is decides (go test names the package dir as $PWD spells it, which may pass
+	// through a symlink); the bind keeps the path the binary was given
 	for _, name := range order {
 		v := flags[name]
 		if contains(r.DirFlags, name) {
-			d := (pjoin(cwd, v))
-			if !within(d, inside) && !within(cwd, d) {
+			d := pjoin(cwd, v)
+			if !within(realpath(d), inside) && !within(cwd, realpath(d)) {
 				add(wpath{d, false})
 			}
 			continue
 		}
-		f := (pjoin(outdir, v))
-		if within(f, inside) || within(cwd, pparent(f)) {
+		f := pjoin(outdir, v)
+		if within(realpath(f), inside) || within(cwd, pparent(realpath(f))) {
 			add(wpath{f, true})
 		} else {
 			add(wpath{pparent(f), false})
 		}
 	}
-	if g, ok := e.get("GOCOVERDIR"); ok && g != "" && !within(pjoin(cwd, g), inside) {
+	if g, ok := e.get("GOCOVERDIR"); ok && g != "" && !within(realpath(pjoin(cwd, g)), inside) {
 		add(wpath{pjoin(cwd, g), false}) // relative: to the working directory, as go test means it
 	}
 	return out
@@ -399,8 +415,8 @@ func viewFor(cwd string, args []string, e *env, scratch string, r *viewRules) ([
 				return nil, err
 			}
 			f.Close()
-			if copied && within(w.path, cwd) {
-				rel := strings.TrimPrefix(strings.TrimPrefix(w.path, cwd), "/")
+			if real := realpath(w.path); copied && within(real, cwd) {
+				rel := strings.TrimPrefix(strings.TrimPrefix(real, cwd), "/")
 				mp := filepath.Join(pkg, rel)
 				os.MkdirAll(filepath.Dir(mp), 0o777)
 				if g, err := os.OpenFile(mp, os.O_CREATE|os.O_WRONLY, 0o666); err == nil {
