@@ -34,6 +34,9 @@ class SlotGone(Exception):
     """The pooled container is no longer running (the cell never started in it)."""
 
 
+# how runc says its init for an exec died before exec'ing the command
+_INIT_DIED = ("read init-p", "init-p: connection reset by peer")
+
 SlotKey = tuple[str, str, bool, Limits]     # image tag, qemu, whether /tmp exists, the limits
 
 
@@ -174,7 +177,15 @@ class Pool:
             raise
         eid = ex["Id"]
         t0 = time.monotonic()
-        sock = api.exec_start(eid, socket=True)
+        try:
+            sock = api.exec_start(eid, socket=True)
+        except APIError as e:
+            # runc's init for the exec died before it could start the cell's command ("read init-p:
+            # connection reset by peer": seen under heavy load, after a neighbour's fork bomb): the cell
+            # never ran, so a fresh container is fair, as for a container that died between cells
+            if any(s in str(e.explanation or e) for s in _INIT_DIED):
+                raise SlotGone(str(e.explanation or e)) from None
+            raise
         output = proc.Output(run.limits.output)
         out, err = output.out, output.err
         eof = threading.Event()
