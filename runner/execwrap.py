@@ -165,7 +165,11 @@ def explain_recorded(record: str) -> int:
     from .engines.limits import outcome_of
 
     rec = json.loads(Path(record).read_text())
-    view = ExecView(scratch=Path(rec["scratch"]))
+    scratch = Path(rec["scratch"])
+    # the record lies in the launcher's own scratch dir (xarch-exec-PID-*): nothing else is removed
+    if Path(record).resolve().parent != scratch.resolve() or not scratch.name.startswith("xarch-exec-"):
+        raise ConfigError("not a record of xrun exec's launcher", file=record, key="--explain-exit")
+    view = ExecView(scratch=scratch)
     try:
         lim = rec["limits"]
         numbers = Limits(*rec["plan_limits"])

@@ -221,3 +221,14 @@ def test_timeout_wording_sigterm_and_a_failed_hand_over(probe: Path, tmp_path: P
     shutil.copy2(cmd[0], lone)           # without its config beside it
     p = _run([str(lone), *cmd[1:], str(probe), "exit", "5"], tmp_path)
     assert p.returncode == 5 and p.stdout == "probe exiting 5\n", p.stderr
+
+
+def test_explain_exit_takes_only_a_launchers_record(tmp_path: Path) -> None:
+    """The hand-over removes the scratch dir it names: a record elsewhere is refused, nothing removed."""
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    rec = tmp_path / "exit.json"
+    rec.write_text(json.dumps({"scratch": str(keep)}))
+    p = run_xrun(["exec", "--explain-exit", str(rec)], env={"PYTHONPATH": str(ROOT)})
+    assert p.returncode == 2 and "not a record of xrun exec's launcher" in p.stderr, p.stderr
+    assert keep.is_dir()
