@@ -34,8 +34,13 @@ def test_local_engine_essentials_are_real_and_tested_versions() -> None:
 
 def test_docker_daemon_version() -> None:
     exe = shutil.which("docker")
-    if exe is None or subprocess.run([exe, "info"], capture_output=True, check=False).returncode != 0:
-        pytest.skip("no reachable docker daemon here")
+    try:        # a hung daemon (docker 20.10 can deadlock in a kill) must not hang the suite
+        reachable = exe is not None and subprocess.run([exe, "info"], capture_output=True, check=False,
+                                                       timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        reachable = False
+    if not reachable:
+        pytest.skip("no reachable docker daemon here (docker info failed or took over 30 s)")
     c = {c.name: c for c in doctor.run_checks(arches=[], engine="docker")}["docker"]
     assert c.ok and c.needed and re.match(r"engine \d+\.\d+", c.detail), c
 
