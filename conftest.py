@@ -45,6 +45,17 @@ def probe_src() -> Path:
     return FIXTURES / "probe"
 
 
+class _Report(dict):  # type: ignore[type-arg]
+    """A report that says what xrun printed when a test asks it for what it lacks (none was written)."""
+
+    def __init__(self, data: dict[str, Any], said: str) -> None:
+        super().__init__(data)
+        self.said = said
+
+    def __missing__(self, key: str) -> Any:
+        raise AssertionError(f"the report has no {key!r}: {self.said}")
+
+
 @dataclass
 class XrunResult:
     rc: int
@@ -98,7 +109,8 @@ def xrun_matrix(tmp_path: Path, probe_src: Path) -> Callable[..., XrunResult]:
         rep = tmp_path / "report.json"
         p = run_xrun([str(m), "--json", str(rep), *extra], env=env)
         report = json.loads(rep.read_text()) if rep.exists() else {}
-        return XrunResult(p.returncode, p.stdout, p.stderr, report)
+        said = f"xrun exited {p.returncode}; stdout ends {p.stdout[-1500:]!r}; stderr ends {p.stderr[-1500:]!r}"
+        return XrunResult(p.returncode, p.stdout, p.stderr, _Report(report, said))
 
     return run
 
