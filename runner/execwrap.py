@@ -84,12 +84,12 @@ def entry_point() -> list[str]:
     return [sys.executable, "-P", "-m", "xarch"]
 
 
-def launcher_command(options: Sequence[str]) -> list[str]:
+def launcher_command(options: Sequence[str], xrun: Sequence[str] | None = None) -> list[str]:
     """The compiled launcher with these options (engines/execlauncher.py): `xrun exec`, with no Python
-    on a passing run."""
+    on a passing run; it hands the rest to `xrun` (entry_point())."""
     from .engines.execlauncher import launcher
 
-    return [str(launcher(entry_point())), *options]
+    return [str(launcher(xrun if xrun is not None else entry_point())), *options]
 
 
 def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path], list[str]]:
@@ -99,7 +99,8 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path
     directory.mkdir(parents=True, exist_ok=True)
     from . import platforms
 
-    xrun = launcher_command(())
+    xrun = entry_point()
+    fast = launcher_command((), xrun)
     out, notes = [], []
     host = platforms.host_goarch()
     for goarch, a in platforms.ARCHES.items():
@@ -116,9 +117,9 @@ def install_wrappers(directory: Path, options: Sequence[str]) -> tuple[list[Path
         # the launcher lives in the cache: when that was wiped, xrun itself runs the binary (and a later
         # `xrun exec --launcher` or --install-wrappers builds the launcher again)
         p.write_text("#!/bin/sh\n# written by `xrun exec --install-wrappers`: runs Go test binaries in an "
-                     f"xarch cell\n[ -x {shlex.quote(xrun[0])} ] || exec "
-                     + " ".join(shlex.quote(x) for x in [*entry_point(), "exec", *options]) + ' "$@"\nexec '
-                     + " ".join(shlex.quote(x) for x in [*xrun, *options]) + ' "$@"\n')
+                     f"xarch cell\n[ -x {shlex.quote(fast[0])} ] || exec "
+                     + " ".join(shlex.quote(x) for x in [*xrun, "exec", *options]) + ' "$@"\nexec '
+                     + " ".join(shlex.quote(x) for x in [*fast, *options]) + ' "$@"\n')
         p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         out.append(p)
     return out, notes

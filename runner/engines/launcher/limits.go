@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -349,13 +348,7 @@ func preexec(a []string) {
 		}
 	}
 	argv := a[5:]
-	exe := argv[0]
-	if !strings.Contains(exe, "/") {
-		if p, err := exec.LookPath(exe); err == nil {
-			exe = p
-		}
-	}
-	err := syscall.Exec(exe, argv, os.Environ())
+	err := execvp(argv)
 	fmt.Fprintf(os.Stderr, "xrun exec: cannot start %s: %v\n", argv[0], err)
 	os.Exit(127)
 }

@@ -116,15 +116,20 @@ func toPython(extra ...string) int {
 	}
 	argv := append(append(append([]string{}, cfg.Xrun...), "exec"), extra...)
 	argv = append(argv, fallbackArgs...)
+	err = execvp(argv)
+	fmt.Fprintf(os.Stderr, "xrun exec: cannot start %s: %v\n", argv[0], err)
+	return 3
+}
+
+// execvp replaces this process with argv, its program looked up on PATH when it has no "/".
+func execvp(argv []string) error {
 	exe := argv[0]
 	if !strings.Contains(exe, "/") {
 		if p, err := exec.LookPath(exe); err == nil {
 			exe = p
 		}
 	}
-	err = syscall.Exec(exe, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "xrun exec: cannot start %s: %v\n", exe, err)
-	return 3
+	return syscall.Exec(exe, argv, os.Environ())
 }
 
 func readConfig() (config, error) {
@@ -219,14 +224,11 @@ func run() int {
 	if !strings.HasPrefix(abs, "/") {
 		abs = cwd + "/" + abs
 	}
-	binaryPath, err := filepath.EvalSymlinks(abs)
+	binaryPath, err := filepath.EvalSymlinks(abs) // absolute in, absolute and clean out
 	if err != nil {
 		return slow("binary path")
 	}
-	if binaryPath, err = filepath.Abs(binaryPath); err != nil {
-		return slow("binary path")
-	}
-	cache, err := cacheDir()
+	cache, err := cacheDir(cwd)
 	if err != nil {
 		return slow("no cache dir")
 	}
@@ -239,8 +241,9 @@ func run() int {
 		return slow(bad)
 	}
 	env := cellEnv(os.Environ(), o.envItems, o.noEnv, p.View)
-	removeStaleTmpdirs()
-	scratch, err := os.MkdirTemp(tempDir(), fmt.Sprintf("xarch-exec-%d-", os.Getpid()))
+	tmp := tempDir(cwd)
+	removeStaleTmpdirs(tmp)
+	scratch, err := os.MkdirTemp(tmp, fmt.Sprintf("xarch-exec-%d-", os.Getpid()))
 	if err != nil {
 		return slow("could not make a scratch dir")
 	}
@@ -249,7 +252,11 @@ func run() int {
 		os.RemoveAll(scratch)
 		return slow("could not build the view")
 	}
-	rc, rec := launch(p, binaryPath, o, cwd, binds, env)
+	rc, rec, instead := launch(p, binaryPath, o, cwd, binds, env)
+	if instead != "" {
+		os.RemoveAll(scratch)
+		return slow(instead)
+	}
 	if rec == nil {
 		os.RemoveAll(scratch)
 		if reraise != 0 {
@@ -285,19 +292,12 @@ func run() int {
 // ---- where things are (paths.py) ----
 
 // cacheDir is paths.cache_dir, as pathlib spells it (".." kept: the plan's key is that string).
-func cacheDir() (string, error) {
+func cacheDir(cwd string) (string, error) {
 	if v := os.Getenv("XARCH_CACHE_DIR"); v != "" {
 		if strings.HasPrefix(v, "~") {
 			return "", errors.New("~ in XARCH_CACHE_DIR") // Python expands it
 		}
-		if strings.HasPrefix(v, "/") {
-			return pnorm(v), nil
-		}
-		cwd, err := physicalCwd()
-		if err != nil {
-			return "", err
-		}
-		return pjoin(cwd, v), nil
+		return pjoin(cwd, v), nil // an absolute v stays itself
 	}
 	if x := os.Getenv("XDG_CACHE_HOME"); x != "" && strings.HasPrefix(x, "/") {
 		return pjoin(x, "xarch"), nil
@@ -311,7 +311,7 @@ func cacheDir() (string, error) {
 
 // tempDir is tempfile.gettempdir: the first of $TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp that
 // is a writable directory, made absolute and normalised (os.path.abspath).
-func tempDir() string {
+func tempDir(cwd string) string {
 	cands := []string{}
 	for _, k := range []string{"TMPDIR", "TEMP", "TMP"} {
 		if v := os.Getenv(k); v != "" {
@@ -320,10 +320,6 @@ func tempDir() string {
 	}
 	for _, d := range append(cands, "/tmp", "/var/tmp", "/usr/tmp") {
 		if !strings.HasPrefix(d, "/") {
-			cwd, err := physicalCwd()
-			if err != nil {
-				continue
-			}
 			d = cwd + "/" + d
 		}
 		if writableDir(d) {
@@ -342,8 +338,8 @@ func bootID() string {
 }
 
 // removeStaleTmpdirs is paths.remove_stale_tmpdirs: scratch dirs of runs whose process is gone.
-func removeStaleTmpdirs() {
-	ents, err := os.ReadDir(tempDir())
+func removeStaleTmpdirs(tmp string) {
+	ents, err := os.ReadDir(tmp)
 	if err != nil {
 		return
 	}
@@ -359,7 +355,7 @@ func removeStaleTmpdirs() {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 			continue
 		}
-		d := filepath.Join(tempDir(), e.Name())
+		d := filepath.Join(tmp, e.Name())
 		filepath.WalkDir(d, func(p string, de fs.DirEntry, err error) error {
 			if err == nil && de.IsDir() {
 				os.Chmod(p, 0o700)

@@ -40,8 +40,9 @@ func isTerminal(f *os.File) bool { // Python's isatty: the TCGETS ioctl
 	return e == 0
 }
 
-// launch runs the binary through the plan; the status, and the record of an exit to explain (nil for none).
-func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *env) (int, map[string]any) {
+// launch runs the binary through the plan; the status, the record of an exit to explain (nil for
+// none), and why Python must run it instead ("" when it ran).
+func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *env) (int, map[string]any, string) {
 	var core syscall.Rlimit // children inherit RLIMIT_CORE=0 (proc.disable_core_dumps)
 	if syscall.Getrlimit(syscall.RLIMIT_CORE, &core) == nil {
 		syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{Cur: 0, Max: core.Max})
@@ -50,14 +51,14 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	if p.Seccomp != nil {
 		prog, err := hex.DecodeString(*p.Seccomp)
 		if err != nil {
-			return toPython(), nil
+			return 0, nil, "plan with a bad seccomp program"
+		}
+		if len(prog) > 60000 { // beyond a pipe's buffer: Python's memfd
+			return 0, nil, "a seccomp program beyond a pipe's buffer"
 		}
 		r, w, err := os.Pipe()
 		if err != nil {
-			return toPython(), nil
-		}
-		if len(prog) > 60000 { // beyond a pipe's buffer: Python's memfd
-			return toPython(), nil
+			return 0, nil, "no pipe for the seccomp program"
 		}
 		w.Write(prog)
 		w.Close()
@@ -65,14 +66,14 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return toPython(), nil
+		return 0, nil, "cannot find its own executable"
 	}
 	lim := newLimits(p.Limits[0], p.Limits[1])
 	defer lim.close()
 	sandbox := argvOf(p, artifact, o.args, cwd, binds, e, "3")
 	if os.Getenv("XARCH_LAUNCHER_DEBUG") == "argv" { // the sandbox command line, not run (tests compare it with Python's)
 		json.NewEncoder(os.Stdout).Encode(sandbox)
-		return 0, nil
+		return 0, nil, ""
 	}
 	argv := append(append([]string{self}, lim.preexecArgs(len(extra))...), sandbox...)
 	cmd := &exec.Cmd{Path: self, Args: argv, Stdin: os.Stdin, ExtraFiles: extra,
@@ -92,7 +93,7 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 		*s.t = t
 		pr, pw, err := os.Pipe()
 		if err != nil {
-			return toPython(), nil
+			return 0, nil, "no pipe for the output"
 		}
 		*s.to = pw
 		copies.Add(1)
@@ -106,7 +107,7 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "xrun exec: cannot start the sandbox: %v\n", err)
-		return 3, nil
+		return 3, nil, ""
 	}
 	for _, f := range extra {
 		f.Close()
@@ -160,21 +161,21 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	if got != nil {
 		switch sg := got.(syscall.Signal); sg {
 		case syscall.SIGINT:
-			return 130, nil
+			return 130, nil, ""
 		case syscall.SIGTERM, syscall.SIGHUP:
 			reraise = sg
 		}
-		return 128 + int(got.(syscall.Signal)), nil
+		return 128 + int(got.(syscall.Signal)), nil, ""
 	}
 	if timedOut {
 		fmt.Fprintf(os.Stderr, "xrun exec: timeout after %ss in %s; killed\n", pyG(o.timeout), p.Cell)
-		return 124, nil
+		return 124, nil, ""
 	}
 	rc := 0
 	if werr != nil {
 		var ee *exec.ExitError
 		if !errors.As(werr, &ee) {
-			return 3, nil
+			return 3, nil, ""
 		}
 		ws := ee.Sys().(syscall.WaitStatus)
 		if ws.Signaled() {
@@ -184,7 +185,7 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 		}
 	}
 	if rc == 0 {
-		return 0, nil
+		return 0, nil, ""
 	}
 	rec := map[string]any{"rc": rc, "limits": lim.outcome(), "plan_limits": p.Limits}
 	if errTail != nil {
@@ -193,7 +194,7 @@ func launch(p *plan, artifact string, o options, cwd string, binds []bind, e *en
 	if outTail != nil {
 		rec["stdout"] = hex.EncodeToString(outTail.buf)
 	}
-	return rc, rec
+	return rc, rec, ""
 }
 
 // reraise is the signal this process dies by once it has cleaned up (SIGTERM, SIGHUP), as Python does.
