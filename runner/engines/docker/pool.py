@@ -50,6 +50,9 @@ class Slot:
     writable: tuple[str, ...]
     init_pid: int = 0
     cells: int = 0
+    # the cgroup counters read just before the container was killed whole (_kill_all), when its init
+    # and so its cgroups can no longer be read
+    last_counters: tuple[int, int] | None = None
 
 
 class Host(Protocol):
@@ -92,7 +95,7 @@ class Pool:
                 _stage(artifact, slot.cell_dir)
                 before = cgroup_counters(slot.init_pid) if slot.init_pid else None
                 out = self._exec(slot, cmd, env, run, retries, user, workdir)
-                after = cgroup_counters(slot.init_pid) if slot.init_pid else None
+                after = slot.last_counters or (cgroup_counters(slot.init_pid) if slot.init_pid else None)
                 if before is not None and after is not None:
                     out.oom_killed = after[0] > before[0]
                     out.pids_hit = after[1] > before[1]
@@ -243,10 +246,26 @@ class Pool:
                         output_limited=output.limited)
 
     def _kill_all(self, slot: Slot, retries: Retries) -> None:
-        """SIGKILL every process in the container but its init (the helper's kill mode)."""
+        """SIGKILL every process in the container but its init (the helper's kill mode); where that exec
+        cannot even start, the whole container."""
         api = self._host.client.api
-        ex = retries.call(api.exec_create, slot.container.id, [INIT_IN_ROOT, "kill"], user="0:0")
-        api.exec_start(ex["Id"], detach=True)
+        try:
+            ex = retries.call(api.exec_create, slot.container.id, [INIT_IN_ROOT, "kill"], user="0:0")
+            api.exec_start(ex["Id"], detach=True)
+        except APIError as e:
+            # a fork bomb holding its pids limit leaves no room for runc's init of the kill exec ("read
+            # init-p: connection reset by peer", seen in CI): SIGKILL to the container's PID 1 ends every
+            # process of its pid namespace; the slot is then discarded, never reused
+            if isinstance(e, NotFound):
+                return
+            if slot.init_pid:
+                slot.last_counters = cgroup_counters(slot.init_pid)
+            try:
+                retries.call(slot.container.kill)
+            except APIError as gone:
+                if not (isinstance(gone, NotFound) or gone.status_code == 409):   # 409: already stopped
+                    raise
+            return
         for _ in range(1000):       # detached: wait for it here, never on a stream
             if not retries.call(api.exec_inspect, ex["Id"]).get("Running"):
                 return
