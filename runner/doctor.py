@@ -41,7 +41,7 @@ from .doctor_binfmt import (
     segv_fix,
 )
 from .doctor_binfmt import BINFMT_IMAGE as BINFMT_IMAGE  # the pinned fix image, part of doctor's API
-from .engines import emulator, limits
+from .engines import emulator, limits, sandbox
 from .engines.local import BWRAP_FIX
 from .errors import ConfigError, InfraError
 from .output.text import human_size
@@ -342,21 +342,18 @@ def _check_children(engine: str, foreign: Sequence[str]) -> Check:
 def _check_userns(h: _Host, needed: bool) -> Check:
     bwrap = h.which("bwrap")
     if bwrap is not None:
-        # The sandbox the local engine opens for each cell (engines/local.py), minus the image.
-        argv = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
-                "--proc", "/proc", "--die-with-parent", "true"]
+        r = sandbox.probe(bwrap, h.env)     # the sandbox of every local cell, minus the image
     elif (unshare := h.which("unshare")) is not None:
-        argv = [unshare, "-Ur", "true"]
+        r = h.run([unshare, "-Ur", "true"])
     else:
         return Check("user namespaces", False, "untested: neither bwrap nor unshare is on PATH", BWRAP_FIX,
                      needed)
-    shown = " ".join([os.path.basename(argv[0]), *argv[1:]])
     what = ("a bwrap sandbox (user, pid and net namespaces) opens" if bwrap is not None
             else "`unshare -Ur true` works")
-    r = h.run(argv)
     if isinstance(r, str):
         return Check("user namespaces", False, r, BWRAP_FIX, needed)
     if r.returncode != 0:
+        shown = " ".join([os.path.basename(r.argv[0]), *r.argv[1:]])
         return Check("user namespaces", False, f"`{shown}` failed: {_tail(r.stderr or r.stdout)}",
                      _userns_fix(), needed)
     return Check("user namespaces", True, what, None, needed)

@@ -79,10 +79,11 @@ class LocalEngine:
     def preflight(self, cells: tuple[Cell, ...]) -> None:
         """Fail fast (exit 3) when bwrap, user namespaces or a needed qemu is missing."""
         bwrap = proc.which("bwrap", BWRAP_FIX)
-        r = proc.run([bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
-                      "--proc", "/proc", "--die-with-parent", "true"], timeout=30)
-        if r.returncode != 0:
-            raise InfraError(f"bubblewrap cannot create a sandbox here: {r.stderr.strip()[-300:]}",
+        r = sandbox.probe(bwrap)
+        if isinstance(r, str) or r.returncode != 0:
+            why = r if isinstance(r, str) else (r.stderr.strip() or (
+                "it did not finish in 30 s" if r.timed_out else f"it ended with {r.returncode}, signal {r.signal}"))
+            raise InfraError(f"bubblewrap cannot create a sandbox here: {why[-300:]}",
                              "allow unprivileged user namespaces (`sudo sysctl -w kernel.unprivileged_userns_clone=1`"
                              " and, on Ubuntu 24.04+, `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`),"
                              " or run xrun as root")

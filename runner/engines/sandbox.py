@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .. import install, platforms, proc
 from .execplan import env_args as env_args  # the pure pieces of a command line live there
@@ -187,3 +188,48 @@ def host_runtime_args(exes: tuple[str, ...], etc_files: Mapping[str, str]) -> li
             seen.add(d)
             args += ["--ro-bind", d, d]
     return args
+
+
+# the sysctls that decide whether an unprivileged user namespace opens (doctor names the one to change)
+USERNS_SYSCTLS = ("kernel/unprivileged_userns_clone", "kernel/apparmor_restrict_unprivileged_userns",
+                  "user/max_user_namespaces")
+
+
+def probe(bwrap: str, env: Mapping[str, str] | None = None) -> proc.Result | str:
+    """Whether a bwrap sandbox opens here (the one each local cell gets, minus the image): the finished
+    probe, or why it could not start.
+
+    Every run's preflight asks (doctor, then the engine), ~20 ms a probe, so a pass is remembered per
+    bwrap file, user namespace sysctls, user and boot (paths.remembered). A failure is asked twice more
+    before it counts: seen once in CI, a probe failing while a neighbour's hostile cells loaded the machine.
+    """
+    from .. import paths
+
+    argv = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/",
+            "--proc", "/proc", "--die-with-parent", "true"]
+
+    def ok(v: list[Any] | str) -> bool:
+        return not isinstance(v, str) and (r := proc.Result(*v)).returncode == 0 and not r.timed_out
+
+    def ask() -> list[Any] | str:
+        try:
+            return list(proc.run(argv, env=env, timeout=30))
+        except OSError as e:
+            return f"cannot execute {bwrap}: {e.strerror or e}"
+
+    def asked() -> list[Any] | str:
+        """A result that is not a pass is asked again; after the last attempt it is the answer."""
+        from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
+
+        return Retrying(stop=stop_after_attempt(3), wait=wait_fixed(0.2),
+                        retry=retry_if_result(lambda v: not isinstance(v, str) and not ok(v)),
+                        retry_error_callback=lambda state: state.outcome.result())(ask)  # type: ignore[union-attr]
+
+    sysctls = []
+    for key in USERNS_SYSCTLS:
+        try:
+            sysctls.append(Path("/proc/sys", key).read_text(encoding="utf-8").strip())
+        except OSError:
+            sysctls.append("")
+    got = paths.remembered("userns", [os.path.realpath(bwrap)], json.dumps([sysctls, os.geteuid()]), asked, keep=ok)
+    return got if isinstance(got, str) else proc.Result(*got)

@@ -304,6 +304,29 @@ def test_user_namespaces_denied_names_the_blocking_sysctl(fakebin: Bin, tmp_path
     assert c.fix == "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0"
 
 
+def test_user_namespaces_probe_is_asked_again_after_a_failure_and_a_pass_is_remembered(
+        fakebin: Bin, tmp_path: Path) -> None:
+    # the first sandbox fails (as under a loaded CI machine), the second opens; every run counted
+    runs = tmp_path / "runs"
+    fakebin.add("bwrap", f'case "$1" in --version) echo "bubblewrap 0.8.0";; *) echo x >> {runs}; '
+                f'[ -e {runs}.once ] && exit 0; : > {runs}.once; '
+                'echo "bwrap: clone: Resource temporarily unavailable" >&2; exit 1;; esac')
+    assert one("user namespaces", arches=[], path=fakebin.path).ok
+    assert len(runs.read_text().splitlines()) == 2
+    assert one("user namespaces", arches=[], path=fakebin.path).ok     # remembered: bwrap not run again
+    assert len(runs.read_text().splitlines()) == 2
+
+
+def test_user_namespaces_failure_is_not_remembered(fakebin: Bin, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    fakebin.add("bwrap", f'case "$1" in --version) echo "bubblewrap 0.8.0";; *) echo x >> {runs}; '
+                'echo "bwrap: setting up uid map: Permission denied" >&2; exit 1;; esac')
+    assert not one("user namespaces", arches=[], path=fakebin.path).ok
+    assert len(runs.read_text().splitlines()) == 3      # asked three times before it counts
+    assert not one("user namespaces", arches=[], path=fakebin.path).ok
+    assert len(runs.read_text().splitlines()) == 6
+
+
 def test_sandbox_is_not_needed_by_the_docker_engine(fakebin: Bin) -> None:
     checks = by_name(run_checks(arches=[], engine="docker", path=fakebin.path, binfmt_dir=Path("/x")))
     assert checks["bubblewrap"].status == "absent" and checks["docker"].needed
