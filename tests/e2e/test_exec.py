@@ -205,3 +205,26 @@ def test_a_test_needing_what_the_image_lacks_is_named_in_the_closing_line(go_bin
     ok = subprocess.run([str(go_bin), "test", "-v", "-exec", shlex.join(way("--image", "alpine")), "-run", "TestShell",
                          "./pkg"], cwd=mod, env=env, text=True, capture_output=True, timeout=600)
     assert ok.returncode == 0 and "from-sh" in ok.stdout, ok.stdout + ok.stderr
+
+
+@pytest.mark.parametrize(("test", "flag", "says"), [
+    ("TestZone", "RUN_TZ", "xrun exec: image scratch has no /usr/share/zoneinfo: build with -tags timetzdata"),
+    ("TestGoTool", "RUN_GO", "xrun exec: image scratch has no go: the program ran go, which scratch lacks"),
+], ids=["zoneinfo", "go-tool"])
+def test_what_real_suites_needed_of_the_image_is_named(go_bin, tmp_path, way, test, flag, says):
+    """What ivy's TestAll (a time zone) and xxhash's, goawk's and ivy's tests that run `go` met in scratch:
+    the test fails as it would, and the closing line names what the image lacks."""
+    mod = _module_copy(tmp_path)
+    env = {**os.environ, "GOOS": "linux", "GOARCH": "arm64", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
+           "GOPROXY": "off", "GOFLAGS": "-count=1", flag: "1",
+           "PATH": f"{go_bin.parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(go_bin), "test", "-exec", shlex.join(way()), "-run", f"{test}$", "./pkg"]
+    subprocess.run(cmd, cwd=mod, env=env, capture_output=True, timeout=600)   # the first run of a kind makes its plan
+    bad = subprocess.run(cmd, cwd=mod, env=env, text=True, capture_output=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and f"--- FAIL: {test}" in out, out
+    assert says in out, out
+    if test == "TestZone":      # the fix it names works: the zone database compiled into the binary
+        ok = subprocess.run([*cmd[:2], "-tags", "timetzdata", "-v", *cmd[2:]], cwd=mod, env=env, text=True,
+                            capture_output=True, timeout=600)
+        assert ok.returncode == 0 and "zone America/New_York" in ok.stdout, ok.stdout + ok.stderr
