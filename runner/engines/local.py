@@ -77,16 +77,8 @@ class LocalEngine:
         return self._tmp / "empty"
 
     def preflight(self, cells: tuple[Cell, ...]) -> None:
-        """Fail fast (exit 3) when bwrap, user namespaces or a needed qemu is missing."""
-        bwrap = proc.which("bwrap", BWRAP_FIX)
-        r = sandbox.probe(bwrap)
-        if isinstance(r, str) or r.returncode != 0:
-            why = r if isinstance(r, str) else (r.stderr.strip() or (
-                "it did not finish in 30 s" if r.timed_out else f"it ended with {r.returncode}, signal {r.signal}"))
-            raise InfraError(f"bubblewrap cannot create a sandbox here: {why[-300:]}",
-                             "allow unprivileged user namespaces (`sudo sysctl -w kernel.unprivileged_userns_clone=1`"
-                             " and, on Ubuntu 24.04+, `sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`),"
-                             " or run xrun as root")
+        """Fail fast (exit 3) when a needed qemu or foreign runner is missing. bwrap and user namespaces
+        are doctor.preflight's (sandbox.probe), which Session runs before any engine starts."""
         for arch in sorted({c.target.arch for c in cells if c.target.runnable and c.cpu}):
             qemu_binary(arch)
         from .foreign import missing_runner
